@@ -1,0 +1,218 @@
+"""One archive pass: resume point -> read -> cut into files -> commit, per stream.
+
+``archive_stream`` is the step tests call directly; ``run`` selects the streams and
+loops over them. A pass reads up to the stream's last sequence as seen when the pass
+started, so every run ends at a fixed point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from archiver import catalog, failpoints
+from archiver.config import Settings
+from archiver.cutter import Cutter
+from archiver.errors import ArchiverError, DataAtRisk, UsageError
+from archiver.gaps import Gap, GapKind, classify, lost_count
+from archiver.lease import Lease, LeaseHeld, Leases
+from archiver.natsconn import RawClient, connect
+from archiver.records import Batch
+from archiver.source import reader_for
+from archiver.store import Store, open_store
+from archiver.streams import StreamInfo, list_streams, stream_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """The per-stream summary of a run (the contract's JSON fields, plus a few)."""
+
+    stream: str
+    from_seq: int
+    to_seq: int
+    messages: int = 0
+    files: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    lost: int = 0
+    deleted: int = 0
+    generation: str = ""
+    skipped: str | None = None
+    error: str | None = None
+    error_exit: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """3 when data was lost or is at risk, else 1 on an error, else 0."""
+        if self.lost or self.error_exit == DataAtRisk.exit_code:
+            return DataAtRisk.exit_code
+        return self.error_exit
+
+    def as_json(self) -> dict[str, object]:
+        out = asdict(self)
+        del out["error_exit"]
+        return out
+
+
+class HoleFinder:
+    """Finds the sequences a reader skipped, and classifies them."""
+
+    def __init__(self, nc: RawClient, info: StreamInfo, next_seq: int, first_run: bool) -> None:
+        self.nc = nc
+        self.info = info
+        self.next_seq = next_seq
+        # A generation's first run did not promise what was gone before it started.
+        self.kind_below = GapKind.BEFORE_ARCHIVE if first_run else GapKind.EXPIRED
+        self.first_run = first_run
+
+    async def holes_before(self, seqs: list[int]) -> list[Gap]:
+        """Holes between the expected next sequence and each of ``seqs`` (ascending)."""
+        raw: list[tuple[int, int]] = []
+        expected = self.next_seq
+        for seq in seqs:
+            if seq != expected:
+                raw.append((expected, seq - 1))
+            expected = seq + 1
+        self.next_seq = expected
+        return await self._classify(raw)
+
+    async def holes_up_to(self, end_seq: int) -> list[Gap]:
+        """The trailing hole after the last message read, up to ``end_seq``."""
+        if self.next_seq > end_seq:
+            return []
+        raw = [(self.next_seq, end_seq)]
+        self.next_seq = end_seq + 1
+        return await self._classify(raw)
+
+    async def _classify(self, raw: list[tuple[int, int]]) -> list[Gap]:
+        if not raw:
+            return []
+        # The head only moves up: what lies below it now was removed from the head.
+        first_seq = (await stream_info(self.nc, self.info.name)).first_seq
+        gaps = [g for a, b in raw for g in classify(a, b, first_seq, self.kind_below)]
+        self.kind_below = GapKind.EXPIRED
+        return gaps
+
+
+async def archive_stream(
+    nc: RawClient, store: Store, settings: Settings, leases: Leases, info: StreamInfo
+) -> StreamResult:
+    """Archive one stream from its resume point to its last sequence as of ``info``."""
+    started = time.monotonic()
+    generation = info.generation
+    try:
+        lease = await leases.acquire(info.name)
+    except LeaseHeld as exc:
+        log.warning("%s", exc)
+        return StreamResult(info.name, 0, 0, generation=generation, skipped="leased")
+    try:
+        done = await asyncio.to_thread(catalog.resume_after, store, info.name, generation)
+        if done > info.last_seq:
+            raise DataAtRisk(
+                f"stream {info.name} ends at seq {info.last_seq} but the archive holds up to "
+                f"{done}: the stream lost messages or was rebuilt",
+                hint="investigate before archiving more; nothing was written",
+            )
+        result = StreamResult(info.name, done + 1, info.last_seq, generation=generation)
+        if done < info.last_seq:
+            await _copy(nc, store, settings, lease, info, done, result)
+    finally:
+        await lease.release()
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+async def _copy(
+    nc: RawClient, store: Store, settings: Settings, lease: Lease,
+    info: StreamInfo, done: int, result: StreamResult,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    def renew_lease() -> None:
+        # Called from the writer thread right before each commit: the fence.
+        asyncio.run_coroutine_threadsafe(lease.renew(), loop).result()
+
+    cutter = Cutter(store, info.name, info.generation, info.config_json(), settings.limits,
+                    settings.spool_dir, before_commit=renew_lease)
+    holes = HoleFinder(nc, info, done + 1, first_run=done == 0)
+    queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+
+    async def produce() -> None:
+        # Reading overlaps writing: the reader fills the next batch meanwhile.
+        async for batch in reader_for(nc, info, done + 1, info.last_seq).batches():
+            await queue.put(batch)
+        await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    all_gaps: list[Gap] = []
+    try:
+        while (batch := await queue.get()) is not None:
+            failpoints.hit("after-read")
+            gaps = await holes.holes_before(batch.seqs)
+            all_gaps += gaps
+            cutter.add_gaps(gaps)
+            await asyncio.to_thread(cutter.add, batch)
+        await producer
+        trailing = await holes.holes_up_to(info.last_seq)
+        all_gaps += trailing
+        cutter.add_gaps(trailing)
+        await asyncio.to_thread(cutter.finish)
+    except BaseException:
+        producer.cancel()
+        with contextlib.suppress(BaseException):
+            await producer
+        cutter.abort()
+        raise
+    finally:
+        t = cutter.totals
+        result.messages, result.files = t.messages, t.files
+        result.bytes_in, result.bytes_out = t.bytes_in, t.bytes_out
+        result.lost = lost_count(all_gaps)
+        result.deleted = sum(g.count for g in all_gaps if g.kind is GapKind.DELETED)
+    if result.lost:
+        log.error("%s: %d messages expired before they could be archived", info.name, result.lost)
+
+
+def select_streams(all_infos: list[StreamInfo], settings: Settings) -> list[StreamInfo]:
+    """The streams a run covers: those named (all must exist), or all minus excluded."""
+    by_name = {i.name: i for i in all_infos}
+    if settings.streams:
+        unknown = [s for s in settings.streams if s not in by_name]
+        if unknown:
+            raise UsageError(
+                f"unknown stream {', '.join(unknown)}",
+                hint=f"streams on the server: {', '.join(sorted(by_name)) or 'none'}",
+            )
+        return [by_name[s] for s in settings.streams]
+    exclude = (*settings.exclude, f"KV_{settings.lease_bucket}")
+    return [i for i in all_infos if not any(fnmatch.fnmatchcase(i.name, p) for p in exclude)]
+
+
+async def run(settings: Settings) -> list[StreamResult]:
+    """Archive every selected stream once. Raises on errors that stop the whole run."""
+    store = open_store(settings.store_url, settings.s3)
+    await asyncio.to_thread(store.check)
+    nc = await connect(settings.nats)
+    try:
+        infos = select_streams(await list_streams(nc), settings)
+        leases = Leases(nc, settings.lease_bucket, settings.lease_ttl_s)
+        results = []
+        for info in infos:
+            try:
+                results.append(await archive_stream(nc, store, settings, leases, info))
+            except ArchiverError as exc:
+                # One stream's trouble must not keep the others from being archived.
+                hint = f"; {exc.hint}" if exc.hint else ""
+                log.error("%s: %s%s", info.name, exc, hint)
+                results.append(StreamResult(info.name, 0, info.last_seq, generation=info.generation,
+                                            error=f"{exc}{hint}", error_exit=exc.exit_code))
+        return results
+    finally:
+        await nc.close()

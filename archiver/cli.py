@@ -1,0 +1,201 @@
+"""The ``archiver`` command: a thin click layer; each command calls one library function."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from archiver import __version__
+from archiver.errors import ArchiverError
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA = 0, 1, 2, 3
+
+
+def common_options(func: F) -> F:
+    """The options every command takes; each also reads an ``ARCHIVER_*`` variable."""
+    options = [
+        click.option("--nats-url", envvar="ARCHIVER_NATS_URL",
+                     help="NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222]."),
+        click.option("--store", envvar="ARCHIVER_STORE",
+                     help="Archive location: s3://bucket/prefix, file:///path or a path [default: ./archive]."),
+        click.option("--policy", envvar="ARCHIVER_POLICY", type=click.Path(path_type=Path),
+                     help="Policy file (YAML)."),
+        click.option("--s3-endpoint", envvar="ARCHIVER_S3_ENDPOINT",
+                     help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)."),
+        click.option("--creds", envvar="ARCHIVER_CREDS", type=click.Path(path_type=Path),
+                     help="NATS credentials file (JWT and nkey seed)."),
+        click.option("--nkey-seed", envvar="ARCHIVER_NKEY_SEED", type=click.Path(path_type=Path),
+                     help="NATS nkey seed file."),
+        click.option("--tls-ca", envvar="ARCHIVER_TLS_CA", type=click.Path(path_type=Path),
+                     help="CA certificate for the NATS server."),
+        click.option("--tls-cert", envvar="ARCHIVER_TLS_CERT", type=click.Path(path_type=Path),
+                     help="Client certificate for mutual TLS."),
+        click.option("--tls-key", envvar="ARCHIVER_TLS_KEY", type=click.Path(path_type=Path),
+                     help="Client key for mutual TLS."),
+        click.option("-v", "--verbose", count=True, help="More log output (-vv for debug)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")(func)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # nats-py logs reconnect chatter at error level on its own; ours says it once.
+    logging.getLogger("nats").setLevel(max(level, logging.CRITICAL))
+
+
+def _fail(exc: ArchiverError) -> None:
+    line = f"archiver: error: {exc}"
+    if exc.hint:
+        line += f"; {exc.hint}"
+    click.echo(line, err=True)
+    sys.exit(exc.exit_code)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except ArchiverError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+    except KeyboardInterrupt:
+        click.echo("archiver: interrupted; nothing half-written was committed", err=True)
+        sys.exit(130)
+
+
+def _settings(params: dict[str, Any]) -> Any:
+    from archiver.config import resolve
+
+    _setup_logging(params.get("verbose", 0))
+    try:
+        return resolve(params)
+    except ArchiverError as exc:
+        _fail(exc)
+
+
+def _emit(rows: Sequence[dict[str, object]], as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    table = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in table]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return str(value)
+
+
+def with_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ArchiverError as exc:
+            _fail(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="archiver")
+def main() -> None:
+    """Archive NATS JetStream streams to zstd Parquet in S3-compatible storage,
+    replay them into NATS, and prove the archive is complete.
+
+    Exit codes: 0 success, 1 operational error, 2 usage error or refused unsafe
+    action, 3 data at risk or lost.
+    """
+
+
+@main.command()
+@common_options
+@json_option
+@click.option("--stream", "stream", multiple=True, help="Archive only this stream (repeatable).")
+@click.option("--spool-dir", type=click.Path(path_type=Path), envvar="ARCHIVER_SPOOL_DIR",
+              help="Scratch directory for files being written [default: system temp].")
+@with_errors
+def run(as_json: bool, **params: Any) -> None:
+    """Archive each selected stream (default: all) up to its last sequence, then exit."""
+    from archiver.archive import run as archive_run
+
+    settings = _settings(params)
+    results = _run(archive_run(settings))
+    rows = [r.as_json() for r in results]
+    _emit(rows, as_json, ["stream", "from_seq", "to_seq", "messages", "files", "bytes_in",
+                          "bytes_out", "seconds", "lost", "skipped", "error"])
+    sys.exit(max((r.exit_code for r in results), default=EXIT_OK))
+
+
+@main.command()
+@common_options
+@json_option
+@click.option("--stream", "stream", multiple=True, help="Only this stream (repeatable).")
+@with_errors
+def status(as_json: bool, **params: Any) -> None:
+    """How far behind the archive is and how long until unarchived messages expire.
+
+    Exits 3 when a stream is at-risk or lost.
+    """
+    from archiver.status import State
+    from archiver.status import status as get_status
+
+    settings = _settings(params)
+    found = _run(get_status(settings))
+    _emit([s.as_json() for s in found], as_json,
+          ["stream", "first_seq", "last_seq", "archived_seq", "behind",
+           "oldest_unarchived_age_s", "expires_in_s", "state"])
+    sys.exit(EXIT_DATA if any(s.state is not State.OK for s in found) else EXIT_OK)
+
+
+@main.command(name="ls")
+@common_options
+@json_option
+@click.argument("streams", nargs=-1)
+@with_errors
+def ls_command(as_json: bool, streams: tuple[str, ...], **params: Any) -> None:
+    """List the archive's files (of STREAMS, default all)."""
+    from archiver.listing import list_files
+
+    settings = _settings(params)
+    rows = list_files(settings, streams)
+    _emit(rows, as_json, ["stream", "key", "first_seq", "last_seq", "rows", "bytes",
+                          "first_time", "last_time"])
+
+
+@main.command()
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path(),
+              show_default=True, help="Where ./archive and the demo's server files go.")
+@click.option("--messages", default=2000, show_default=True, help="Messages per stream.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@with_errors
+def demo(workdir: Path, messages: int, verbose: int) -> None:
+    """Start a throwaway nats-server, fill five streams, archive, show status."""
+    from archiver.demo import run_demo
+
+    _setup_logging(verbose)
+    sys.exit(_run(run_demo(workdir, messages, click.echo)))

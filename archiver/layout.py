@@ -1,0 +1,110 @@
+"""Object keys of the archive: pure functions, the only place names are made or parsed.
+
+    stream=<NAME>/date=<YYYY-MM-DD>/g<GEN>-<first_seq>-<last_seq>.parquet
+    stream=<NAME>/_gaps/g<GEN>-<first_seq>-<last_seq>[-lost].json.zst
+
+Sequences are zero-padded to 20 digits (the width of a uint64) so that a listing
+returns files in sequence order. ``GEN`` is the stream's creation time
+(``YYYYMMDDTHHMMSSffffffZ``): a stream deleted and recreated restarts sequences at 1
+but gets a new creation time, so its files can never collide with the old ones, and
+every archiver derives the same generation from the server without shared state.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+SEQ_WIDTH = 20
+_FILE_RE = re.compile(
+    r"^stream=(?P<stream>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/"
+    r"g(?P<gen>\d{8}T\d{12}Z)-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$"
+)
+_GAP_RE = re.compile(
+    r"^stream=(?P<stream>[^/]+)/_gaps/"
+    r"g(?P<gen>\d{8}T\d{12}Z)-(?P<first>\d{20})-(?P<last>\d{20})(?P<lost>-lost)?\.json\.zst$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileName:
+    """What a data file's key says about it."""
+
+    stream: str
+    day: date
+    generation: str
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapName:
+    """What a gap record's key says about it."""
+
+    stream: str
+    generation: str
+    first_seq: int
+    last_seq: int
+    lost: bool
+    """The record holds messages that expired before they were archived."""
+
+
+def generation_of(created_ns: int) -> str:
+    """The generation id of a stream created at ``created_ns`` (nanoseconds since epoch)."""
+    secs, frac = divmod(created_ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y%m%dT%H%M%S") + f"{frac // 1000:06d}Z"
+
+
+def stream_prefix(stream: str) -> str:
+    return f"stream={stream}/"
+
+
+def date_prefix(stream: str, day: date) -> str:
+    return f"{stream_prefix(stream)}date={day.isoformat()}/"
+
+
+def data_key(stream: str, day: date, generation: str, first_seq: int, last_seq: int) -> str:
+    return (
+        f"{date_prefix(stream, day)}"
+        f"g{generation}-{first_seq:0{SEQ_WIDTH}d}-{last_seq:0{SEQ_WIDTH}d}.parquet"
+    )
+
+
+def gap_prefix(stream: str) -> str:
+    return f"{stream_prefix(stream)}_gaps/"
+
+
+def gap_key(stream: str, generation: str, first_seq: int, last_seq: int, lost: bool) -> str:
+    suffix = "-lost" if lost else ""
+    return (
+        f"{gap_prefix(stream)}"
+        f"g{generation}-{first_seq:0{SEQ_WIDTH}d}-{last_seq:0{SEQ_WIDTH}d}{suffix}.json.zst"
+    )
+
+
+def parse_data_key(key: str) -> FileName | None:
+    """Parse a data file key; None for anything that is not one (temp files, records)."""
+    m = _FILE_RE.match(key)
+    if not m:
+        return None
+    return FileName(
+        stream=m["stream"],
+        day=date.fromisoformat(m["date"]),
+        generation=m["gen"],
+        first_seq=int(m["first"]),
+        last_seq=int(m["last"]),
+    )
+
+
+def parse_gap_key(key: str) -> GapName | None:
+    m = _GAP_RE.match(key)
+    if not m:
+        return None
+    return GapName(m["stream"], m["gen"], int(m["first"]), int(m["last"]), bool(m["lost"]))
+
+
+def parse_date_prefix(prefix: str) -> date | None:
+    """``stream=X/date=2026-01-02/`` -> date(2026, 1, 2)."""
+    m = re.search(r"date=(\d{4}-\d{2}-\d{2})/?$", prefix)
+    return date.fromisoformat(m[1]) if m else None

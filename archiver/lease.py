@@ -1,0 +1,122 @@
+"""One archiver per stream at a time: a lease held in a NATS key-value bucket.
+
+The CronJob's ``concurrencyPolicy: Forbid`` does not stop a manual run, a second
+CronJob or a slow pod that outlives its deadline. The lease does, using the bucket's
+compare-and-set: ``create`` succeeds for one holder only, each renewal names the
+revision it last wrote, and the bucket's ``max_age`` ends a crashed holder's lease.
+Renewing right before every commit is the fence: a holder that lost its lease (paused
+longer than the TTL) finds out before it writes, not after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from archiver.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+_KEY_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class LeaseHeld(SourceError):
+    """Another archiver holds this stream's lease."""
+
+
+class LeaseLost(SourceError):
+    """Our lease expired or was taken: stop writing at once."""
+
+
+def lease_key(stream: str) -> str:
+    if _KEY_SAFE.match(stream):
+        return f"stream.{stream}"
+    return "stream.x" + stream.encode().hex()
+
+
+class Leases:
+    """Leases for streams, in bucket ``bucket`` with time-to-live ``ttl`` seconds."""
+
+    def __init__(self, nc: Client, bucket: str, ttl: float) -> None:
+        self.js = nc.jetstream()
+        self.bucket = bucket
+        self.ttl = ttl
+        self.holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._kv: Any = None
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            try:
+                self._kv = await self.js.key_value(self.bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    self._kv = await self.js.create_key_value(
+                        bucket=self.bucket, history=1, ttl=self.ttl,
+                        description="nats-archiver leases: one archiver per stream",
+                    )
+                except nats.js.errors.BadRequestError:
+                    # Another archiver created it in the meantime.
+                    self._kv = await self.js.key_value(self.bucket)
+            except nats.errors.Error as exc:
+                raise SourceError(f"cannot open lease bucket {self.bucket}: {exc}") from exc
+        return self._kv
+
+    def _value(self) -> bytes:
+        return json.dumps({"holder": self.holder, "renewed_at": time.time()}).encode()
+
+    async def acquire(self, stream: str) -> Lease:
+        """Take the stream's lease or raise ``LeaseHeld``."""
+        kv = await self._bucket()
+        key = lease_key(stream)
+        try:
+            revision = await kv.create(key, self._value())
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise LeaseHeld(f"stream {stream} is being archived by another run") from exc
+        except nats.errors.Error as exc:
+            raise SourceError(f"cannot take the lease for {stream}: {exc}") from exc
+        return Lease(self, kv, stream, key, revision)
+
+
+class Lease:
+    """A held lease; ``renew`` before each commit, ``release`` when done."""
+
+    def __init__(self, owner: Leases, kv: Any, stream: str, key: str, revision: int) -> None:
+        self.owner = owner
+        self.kv = kv
+        self.stream = stream
+        self.key = key
+        self.revision = revision
+        self.renewed = time.monotonic()
+
+    def remaining(self) -> float:
+        return self.owner.ttl - (time.monotonic() - self.renewed)
+
+    async def renew(self) -> None:
+        started = time.monotonic()
+        try:
+            self.revision = await self.kv.update(self.key, self.owner._value(), last=self.revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise LeaseLost(
+                f"lost the lease on stream {self.stream} (another run took over)",
+                hint="nothing half-written was committed; the next run resumes",
+            ) from exc
+        except nats.errors.Error as exc:
+            raise LeaseLost(f"cannot renew the lease on stream {self.stream}: {exc}") from exc
+        self.renewed = started
+
+    async def release(self) -> None:
+        try:
+            await self.kv.delete(self.key, last=self.revision)
+        except nats.errors.Error:
+            log.warning("could not release the lease on %s; it expires in %.0fs",
+                        self.stream, self.remaining())

@@ -1,0 +1,72 @@
+"""Messages as the archiver carries them: column lists, not one object per message.
+
+A million live Python objects make the garbage collector dominate the run, so the reader
+appends straight into parallel lists and the writer turns each batch into Arrow arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEADER_LINE = b"NATS/1.0"
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages of one stream in sequence order, as parallel columns."""
+
+    seqs: list[int] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    times_ns: list[int] = field(default_factory=list)
+    raw_headers: list[bytes | None] = field(default_factory=list)
+    datas: list[bytes] = field(default_factory=list)
+    nbytes: int = 0
+    """Header and payload bytes held, to bound memory."""
+
+    def append(
+        self, seq: int, subject: str, time_ns: int, raw_header: bytes | None, data: bytes
+    ) -> None:
+        self.seqs.append(seq)
+        self.subjects.append(subject)
+        self.times_ns.append(time_ns)
+        self.raw_headers.append(raw_header)
+        self.datas.append(data)
+        self.nbytes += len(data) + (len(raw_header) if raw_header else 0)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows ``start`` up to (not including) ``stop`` as a new batch."""
+        datas = self.datas[start:stop]
+        raws = self.raw_headers[start:stop]
+        return Batch(
+            seqs=self.seqs[start:stop],
+            subjects=self.subjects[start:stop],
+            times_ns=self.times_ns[start:stop],
+            raw_headers=raws,
+            datas=datas,
+            nbytes=sum(map(len, datas)) + sum(len(r) for r in raws if r),
+        )
+
+
+def parse_header_block(raw: bytes) -> list[tuple[str, list[str]]] | None:
+    """The header block as (key, values) pairs in first-seen order, repeated keys kept.
+
+    This is the queryable view for the ``headers`` column; ``raw_headers`` keeps the
+    exact bytes. Values lose the one space after the colon, as every NATS client reads
+    them; undecodable bytes are replaced. An inline status line (``NATS/1.0 503``) is
+    not a header. Returns None for a block with no headers.
+    """
+    lines = raw.split(b"\r\n")
+    pairs: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        key, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        name = key.decode("utf-8", "replace")
+        text = value[1:] if value.startswith(b" ") else value
+        pairs.setdefault(name, []).append(text.decode("utf-8", "replace"))
+    return list(pairs.items()) or None

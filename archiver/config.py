@@ -77,9 +77,9 @@ class StorePolicy(_Strict):
 class ArchivePolicy(_Strict):
     streams: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
-    compression_level: int = Field(3, ge=1, le=22)
-    row_group_rows: int = Field(100_000, ge=1_000)
-    file_max_rows: int = Field(5_000_000, ge=1)
+    compression_level: int = Field(default=3, ge=1, le=22)
+    row_group_rows: int = Field(default=100_000, ge=1_000)
+    file_max_rows: int = Field(default=5_000_000, ge=1)
     file_max_bytes: int | str = "256MiB"
     at_risk_margin: float | str = "24h"
     lease_ttl: float | str = "10m"
@@ -120,12 +120,19 @@ def load_policy(path: Path | None) -> Policy:
     if not isinstance(raw, dict):
         raise UsageError(f"policy file {path} must be a mapping of sections (nats, store, archive)")
     try:
-        return Policy.model_validate(raw)
+        return Policy.model_validate(_drop_nulls(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UsageError(f"policy file {path}: {where}: {first['msg']}{more}") from exc
+
+
+def _drop_nulls(value: Any) -> Any:
+    """A key left empty (``tls:`` with every line commented) means "use the default"."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 @dataclass(frozen=True, slots=True)

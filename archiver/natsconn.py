@@ -54,7 +54,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-class RawClient(Client):  # type: ignore[misc]
+class RawClient(Client):
     """A nats-py client that hands chosen subscriptions' frames over unparsed.
 
     Hooks ``Client._process_msg``, which the protocol parser calls with the raw header
@@ -70,7 +70,7 @@ class RawClient(Client):  # type: ignore[misc]
     ) -> None:
         handler = self._raw_handlers.get(sid)
         if handler is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)

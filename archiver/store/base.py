@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+import builtins
 from typing import Protocol
 
 
@@ -59,7 +60,7 @@ class Store(Protocol):
         """Every object whose key starts with ``prefix``, in key order."""
         ...
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         """The immediate "sub-directories" under ``prefix`` (which ends in ``/``), sorted.
 
         Each returned entry is a full key prefix ending in ``/``.

@@ -7,10 +7,10 @@ rule: a data file is committed exactly when its final key exists.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-import builtins
 from typing import Protocol
 
 

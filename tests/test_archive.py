@@ -1,0 +1,301 @@
+"""`archiver run` against a real nats-server and real stores: exactly once, exact bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from helpers import data_keys, publish, read_archive, settings
+from natsserver import NatsServer
+from rawpub import RawPublisher
+
+from archiver import layout
+from archiver.archive import run
+from archiver.gaps import GapKind, decode_record
+from archiver.natsconn import NatsOptions, connect
+from archiver.status import State, status
+from archiver.store import Store
+from archiver.streams import get_message, stream_info
+
+FIVE = {"AUTH": "auth.>", "COMPUTE": "compute.>", "GATEWAY": "gateway.>", "SFS": "sfs.>",
+        "NOTIFICATIONS": "notify.>"}
+
+# Header blocks a plain client would mangle: repeated keys, significant spaces,
+# an empty value, a non-UTF-8 byte.
+ODD_HEADERS = [
+    b"NATS/1.0\r\nA: 1\r\nA: 2\r\n\r\n",
+    b"NATS/1.0\r\nKey:  two leading spaces \r\n\r\n",
+    b"NATS/1.0\r\nEmpty:\r\nX-Bin: \xff\xfe\r\n\r\n",
+]
+
+
+async def add_streams(url: str, streams: dict[str, str], **config: object) -> None:
+    nc = await connect(NatsOptions(url=url))
+    try:
+        for name, subject in streams.items():
+            await nc.jetstream().add_stream(name=name, subjects=[subject], **config)
+    finally:
+        await nc.close()
+
+
+async def delete_msgs(url: str, stream: str, seqs: list[int]) -> None:
+    nc = await connect(NatsOptions(url=url))
+    try:
+        for seq in seqs:
+            await nc.jetstream().delete_msg(stream, seq)
+    finally:
+        await nc.close()
+
+
+def fill_tricky(nats: NatsServer, stream: str, prefix: str) -> None:
+    """Empty, binary, near-1 MiB payloads and odd header blocks, exactly as stored."""
+    pub = RawPublisher(nats.port)
+    try:
+        pub.publish(f"{prefix}.empty", b"")
+        pub.publish(f"{prefix}.binary", bytes(range(256)) * 4)
+        pub.publish(f"{prefix}.big", b"B" * (1024 * 1024 - 4096))
+        for i, block in enumerate(ODD_HEADERS):
+            pub.publish(f"{prefix}.hdr.{i}", f"payload {i}".encode(), block)
+        for i in range(200):
+            pub.publish(f"{prefix}.plain.{i % 7}", f"event {i}".encode())
+    finally:
+        pub.close()
+
+
+async def server_messages(url: str, stream: str) -> dict[int, tuple[str, bytes | None, bytes, int]]:
+    """Every stored message of a stream, fetched one by one without a consumer."""
+    nc = await connect(NatsOptions(url=url))
+    try:
+        info = await stream_info(nc, stream)
+        found = {}
+        for seq in range(info.first_seq, info.last_seq + 1):
+            m = await get_message(nc, stream, seq)
+            if m is not None:
+                found[seq] = (m.subject, m.raw_header, m.data, m.time_ns)
+        return found
+    finally:
+        await nc.close()
+
+
+def test_every_message_archived_once_with_exact_bytes(nats: NatsServer, any_store: tuple[str, Store], tmp_path: Path) -> None:
+    store_url, store = any_store
+    asyncio.run(add_streams(nats.url, FIVE))
+    for name, subject in FIVE.items():
+        fill_tricky(nats, name, subject.removesuffix(".>"))
+    asyncio.run(delete_msgs(nats.url, "AUTH", [2, 50, 51, 52]))
+
+    results = asyncio.run(run(settings(nats.url, store_url)))
+
+    assert {r.stream for r in results} == set(FIVE)
+    assert all(r.lost == 0 and r.error is None for r in results)
+    table = read_archive(store, tmp_path)
+    for name in FIVE:
+        expected = asyncio.run(server_messages(nats.url, name))
+        rows = read_archive(store, tmp_path, name).to_pylist()
+        got = {r["seq"]: (r["subject"], r["raw_headers"], r["data"], r["time_ns"]) for r in rows}
+        assert len(rows) == len(got), "a sequence appears twice"
+        assert got == expected
+    auth = next(r for r in results if r.stream == "AUTH")
+    assert auth.deleted == 4
+    assert table.num_rows == sum(r.messages for r in results)
+    # The parsed view keeps repeated keys in order.
+    hdr_rows = [r for r in read_archive(store, tmp_path, "AUTH").to_pylist() if r["subject"] == "auth.hdr.0"]
+    assert hdr_rows[0]["headers"] == [("A", ["1", "2"])]
+
+
+def test_duckdb_reads_the_archive_as_one_dataset(nats: NatsServer, tmp_path: Path) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "SFS": "sfs.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i}.created" for i in range(300)]))
+    asyncio.run(publish(nats.url, "SFS", [f"sfs.ns.{i}" for i in range(120)]))
+    root = tmp_path / "archive"
+    asyncio.run(run(settings(nats.url, str(root))))
+
+    rows = duckdb.sql(
+        f"SELECT stream, count(*) AS n, count(DISTINCT seq) AS d, min(seq), max(seq) "
+        f"FROM read_parquet('{root}/**/*.parquet', hive_partitioning=true) GROUP BY stream ORDER BY stream"
+    ).fetchall()
+    assert rows == [("AUTH", 300, 300, 1, 300), ("SFS", 120, 120, 1, 120)]
+    day = duckdb.sql(
+        f"SELECT DISTINCT date FROM read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
+    ).fetchall()
+    assert len(day) == 1
+
+
+def test_second_run_writes_nothing_and_new_messages_go_to_new_files(nats: NatsServer, tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 500))
+    cfg = settings(nats.url, str(root))
+    first = asyncio.run(run(cfg))
+    from archiver.store import open_store
+
+    store = open_store(str(root))
+    keys = data_keys(store)
+    contents = {k: store.get_bytes(k) for k in keys}
+    assert first[0].messages == 500
+
+    again = asyncio.run(run(cfg))
+    assert again[0].messages == 0 and again[0].files == 0
+    assert data_keys(store) == keys
+
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 70))
+    third = asyncio.run(run(cfg))
+    assert third[0].messages == 70 and third[0].from_seq == 501
+    new_keys = [k for k in data_keys(store) if k not in keys]
+    assert len(new_keys) == 1 and layout.parse_data_key(new_keys[0]).first_seq == 501  # type: ignore[union-attr]
+    assert {k: store.get_bytes(k) for k in keys} == contents
+    seqs = read_archive(store, tmp_path).column("seq").to_pylist()
+    assert sorted(seqs) == list(range(1, 571))
+
+
+def test_files_are_cut_at_the_row_limit(nats: NatsServer, tmp_path: Path) -> None:
+    from archiver.cutter import FileLimits
+    from archiver.store import open_store
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 2500))
+    root = tmp_path / "archive"
+    asyncio.run(run(settings(nats.url, str(root), limits=FileLimits(row_group_rows=1000, max_rows=1000))))
+    names = [layout.parse_data_key(k) for k in data_keys(open_store(str(root)))]
+    assert [(n.first_seq, n.last_seq) for n in names if n] == [(1, 1000), (1001, 2000), (2001, 2500)]
+
+
+def test_expired_before_archived_is_lost_recorded_and_reported(nats: NatsServer, tmp_path: Path) -> None:
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_age=1.5))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
+    cfg = settings(nats.url, str(root), at_risk_margin_s=0.0)
+    assert asyncio.run(run(cfg))[0].messages == 10
+
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 7))
+    deadline = time.monotonic() + 15
+    while asyncio.run(_messages(nats.url, "AUTH")) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    before = asyncio.run(status(cfg))[0]
+    assert before.state is State.LOST and before.lost == 7
+
+    result = asyncio.run(run(cfg))[0]
+    assert result.lost == 7 and result.exit_code == 3 and result.messages == 0
+    store = open_store(str(root))
+    records = [o.key for o in store.list(layout.gap_prefix("AUTH"))]
+    assert len(records) == 1 and records[0].endswith("-lost.json.zst")
+    gaps = decode_record(store.get_bytes(records[0]))
+    assert [(g.first_seq, g.last_seq, g.kind) for g in gaps] == [(11, 17, GapKind.EXPIRED)]
+    after = asyncio.run(status(cfg))[0]
+    assert after.state is State.LOST and after.lost == 7 and after.archived_seq == 17
+    # The loss is not counted twice by the next run.
+    assert asyncio.run(run(cfg))[0].lost == 0
+
+
+async def _messages(url: str, stream: str) -> int:
+    nc = await connect(NatsOptions(url=url))
+    try:
+        return (await stream_info(nc, stream)).messages
+    finally:
+        await nc.close()
+
+
+def test_status_at_risk_within_margin(nats: NatsServer, tmp_path: Path) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_age=3600))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    root = str(tmp_path / "archive")
+    near = asyncio.run(status(settings(nats.url, root, at_risk_margin_s=7200)))[0]
+    assert near.state is State.AT_RISK and near.behind == 5
+    assert near.expires_in_s is not None and 3500 < near.expires_in_s <= 3600
+    far = asyncio.run(status(settings(nats.url, root, at_risk_margin_s=60)))[0]
+    assert far.state is State.OK
+    asyncio.run(run(settings(nats.url, root)))
+    done = asyncio.run(status(settings(nats.url, root, at_risk_margin_s=7200)))[0]
+    assert done.state is State.OK and done.behind == 0 and done.archived_seq == 5
+
+
+def test_recreated_stream_starts_a_new_generation(nats: NatsServer, tmp_path: Path) -> None:
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.old"] * 30))
+    asyncio.run(run(cfg))
+    store = open_store(str(root))
+    old = {k: store.get_bytes(k) for k in data_keys(store)}
+
+    asyncio.run(_delete_stream(nats.url, "AUTH"))
+    time.sleep(0.01)
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.new"] * 12))
+    result = asyncio.run(run(cfg))[0]
+
+    assert result.messages == 12 and result.from_seq == 1 and result.lost == 0
+    assert {k: store.get_bytes(k) for k in old} == old
+    gens = {layout.parse_data_key(k).generation for k in data_keys(store)}  # type: ignore[union-attr]
+    assert len(gens) == 2
+    rows = read_archive(store, tmp_path).to_pylist()
+    assert sorted(r["subject"] for r in rows) == ["auth.new"] * 12 + ["auth.old"] * 30
+
+
+async def _delete_stream(url: str, name: str) -> None:
+    nc = await connect(NatsOptions(url=url))
+    try:
+        await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
+
+
+def test_stream_that_rewound_below_the_archive_is_not_resumed(nats: NatsServer, tmp_path: Path) -> None:
+    """A cluster that lost acknowledged writes comes back with a lower last sequence."""
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 20))
+    asyncio.run(run(cfg))
+    # Simulate the rewind by moving the archive ahead of the stream: a file claiming
+    # sequences the server never had.
+    store = open_store(str(root))
+    key = data_keys(store)[0]
+    name = layout.parse_data_key(key)
+    assert name is not None
+    store.put_bytes(layout.data_key("AUTH", name.day, name.generation, 21, 40), store.get_bytes(key))
+    before = set(data_keys(store))
+    result = asyncio.run(run(cfg))[0]
+    assert result.exit_code == 3 and result.error and "rebuilt" in result.error
+    assert set(data_keys(store)) == before
+
+
+@pytest.mark.parametrize("retention", ["workqueue", "interest"])
+def test_workqueue_and_interest_streams_keep_their_messages(nats: NatsServer, tmp_path: Path, retention: str) -> None:
+    asyncio.run(_consumerless_case(nats, tmp_path, retention))
+
+
+async def _consumerless_case(nats: NatsServer, tmp_path: Path, retention: str) -> None:
+    nc = await connect(NatsOptions(url=nats.url))
+    js = nc.jetstream()
+    try:
+        await js.add_stream(name="WORK", subjects=["work.>"], retention=retention)
+        # An interest stream stores only while someone is interested.
+        sub = await js.pull_subscribe("work.>", durable="worker")
+        for i in range(25):
+            await js.publish(f"work.job.{i}", f"job {i}".encode())
+        results = await run(settings(nats.url, str(tmp_path / "archive")))
+        assert results[0].messages == 25 and results[0].error is None
+        info = await stream_info(nc, "WORK")
+        assert info.messages == 25
+        consumers = await js.streams_info()
+        names = [c.name for c in await _consumers(js, "WORK")]
+        assert names == ["worker"], consumers
+        got = await sub.fetch(25, timeout=5)
+        assert sorted(m.data for m in got) == sorted(f"job {i}".encode() for i in range(25))
+    finally:
+        await nc.close()
+
+
+async def _consumers(js: object, stream: str) -> list[object]:
+    jsm = js._jsm  # type: ignore[attr-defined]
+    return list(await jsm.consumers_info(stream))

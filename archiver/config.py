@@ -43,7 +43,7 @@ def _seconds(value: float | str) -> float:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class TlsPolicy(_Strict):

@@ -109,9 +109,11 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
         "servers": opts.url.split(","),
         "name": name,
         "connect_timeout": opts.connect_timeout,
-        "max_reconnect_attempts": 30,
-        "reconnect_time_wait": 1,
-        "allow_reconnect": True,
+        # nats-py retries a failed first connect as if reconnecting; a wrong URL should
+        # fail within seconds, so patient reconnects are switched on once connected.
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.5,
+        "allow_reconnect": False,
         "error_cb": _log_error,
         "disconnected_cb": _log_disconnect,
         "reconnected_cb": _log_reconnect,
@@ -144,12 +146,20 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
                 f"NATS at {where} refused our credentials",
                 hint="check the user, token, --creds or --nkey-seed",
             ) from exc
+        if isinstance(exc, OSError | asyncio.TimeoutError):
+            raise SourceError(
+                f"cannot reach NATS at {where}", hint="check --nats-url and that the server runs"
+            ) from exc
         raise SourceError(f"cannot connect to NATS at {where}: {exc}") from exc
+    # Ride out a server restart or leader change of up to about a minute.
+    nc.options.update(allow_reconnect=True, max_reconnect_attempts=60, reconnect_time_wait=1)
     return nc
 
 
 async def _log_error(exc: Exception) -> None:
-    log.warning("nats: %s", exc)
+    # Connection trouble ends in one clear error or a "reconnected" warning; the
+    # individual attempts are detail.
+    log.info("nats: %s", exc)
 
 
 async def _log_disconnect() -> None:

@@ -52,6 +52,13 @@ class Store(Protocol):
         """The whole object. Raises ``StoreError`` when it is missing."""
         ...
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from offset ``start`` (fewer at the end of the object).
+
+        Lets readers fetch a Parquet footer or one row group without the whole file.
+        """
+        ...
+
     def download(self, key: str, path: Path) -> None:
         """Copy the object to a local file (for pyarrow to read by row group)."""
         ...

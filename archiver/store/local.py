@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from archiver import failpoints
 from archiver.errors import AlreadyExists, StoreError
 from archiver.store.base import ObjectInfo
 
@@ -116,6 +117,7 @@ class LocalStore:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
+            failpoints.hit("mid-upload")
             linked = self._link(temp, final, sha256)
             if linked:
                 _fsync_dir(final.parent)
@@ -157,6 +159,18 @@ class LocalStore:
         path = self._path(key)
         try:
             return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise StoreError(f"{path} does not exist") from exc
+        except OSError as exc:
+            raise _oserror("read", exc) from exc
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """A byte range of the file."""
+        path = self._path(key)
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                return f.read(max(0, length))
         except FileNotFoundError as exc:
             raise StoreError(f"{path} does not exist") from exc
         except OSError as exc:

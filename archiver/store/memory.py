@@ -56,6 +56,10 @@ class MemoryStore:
             raise StoreError(f"memory://{key} does not exist")
         return existing[0]
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """A slice of the object's bytes."""
+        return self.get_bytes(key)[start : start + max(0, length)]
+
     def download(self, key: str, path: Path) -> None:
         """Write the object's bytes to a local file."""
         data = self.get_bytes(key)

@@ -35,6 +35,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from archiver import failpoints
 from archiver.errors import AlreadyExists, StoreError
 from archiver.store.base import ObjectInfo
 from archiver.store.open import S3Options
@@ -333,6 +334,7 @@ class S3Store:
                     PartNumber=number, Body=chunk,
                 )
                 parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                failpoints.hit("mid-upload")
         return parts
 
     def _abort(self, key: str, upload_id: str) -> None:
@@ -346,6 +348,19 @@ class S3Store:
         """The whole object."""
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            with closing(response["Body"]) as body:
+                return body.read()
+        except _BotoError as exc:
+            raise self._error(exc, "reading", key) from exc
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """A byte range of the object (HTTP Range request)."""
+        if length <= 0:
+            return b""
+        try:
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
+            )
             with closing(response["Body"]) as body:
                 return body.read()
         except _BotoError as exc:

@@ -1,0 +1,696 @@
+"""Benchmark ``archiver run`` against the raw limit of nats-py, in one run.
+
+    python bench/bench_archive.py --messages 1000000 --size 300 [--store DIR|s3] [--json]
+
+1. Starts a throwaway nats-server (the newest, from the venv) and fills stream BENCH
+   (``bench.>``, file storage) with N JSON event records of about S bytes over ~50
+   subjects, ~10% with a small header, every publish acked (see fill.py).
+2. Raw limit: nats-py alone draining the same stream, as an ordered push consumer and
+   as a pull consumer fetching large batches; the better one is the raw limit.
+3. Archiver: ``archiver run --json`` as a subprocess (so its peak RSS is its own),
+   into a fresh local directory, or into a local SeaweedFS with ``--store s3``.
+4. Verifies the archive (row count N, distinct seqs 1..N, payload bytes and header
+   rows as published) with duckdb: a benchmark of a wrong result is worthless.
+5. Prints a table (``--json``: one JSON document on stdout) and writes
+   ``bench/results/archive-<timestamp>.json``.
+
+``--profile`` adds an in-process archiver pass under cProfile (every thread) and
+prints where the time goes. See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import nats
+import psutil
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# The tests' server helpers start nats-server and SeaweedFS on free loopback ports.
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fill import PipelinedPublisher, payload_maker  # noqa: E402
+from natsserver import NatsServer, newest_binary  # noqa: E402
+
+STREAM = "BENCH"
+MB = 1_000_000
+RSS_LIMIT_MB = 300
+STALL_TIMEOUT = 30.0
+RSS_POLL_S = 0.05
+
+# Keep boto3 (ours and the archiver's) on the local SeaweedFS credentials only.
+_AWS_ISOLATION = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
+)
+
+
+def say(text: str) -> None:
+    """Progress goes to stderr, so stdout can carry exactly one JSON document."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def rate(count: float, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0
+
+
+# ------------------------------------------------------------------------ the server
+
+
+async def create_and_fill(url: str, port: int, count: int, size: int) -> dict[str, Any]:
+    """Create stream BENCH and fill it; fails unless the stream holds exactly 1..count."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=STREAM, subjects=["bench.>"], storage=StorageType.FILE)
+        make = payload_maker(size)
+        stats = await PipelinedPublisher("127.0.0.1", port).run(count, make)
+        state = (await js.stream_info(STREAM)).state
+        if (state.messages, state.first_seq, state.last_seq) != (count, 1, count):
+            raise RuntimeError(f"stream holds {state.messages} messages "
+                               f"({state.first_seq}..{state.last_seq}), expected 1..{count}")
+    finally:
+        await nc.close()
+    return {
+        "messages": stats.messages,
+        "payload_bytes": stats.payload_bytes,
+        "header_messages": stats.header_messages,
+        "header_bytes": stats.header_bytes,
+        "resent": stats.resent,
+        "refusals": stats.errors,
+        "seconds": round(stats.seconds, 3),
+        "msgs_per_s": round(rate(count, stats.seconds)),
+        "mb_per_s": round(rate(stats.payload_bytes / MB, stats.seconds), 1),
+    }
+
+
+# ------------------------------------------------------------------------- raw limit
+
+
+class Counter:
+    """Counts messages and payload bytes; ``done`` fires at ``target`` messages."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.count = 0
+        self.nbytes = 0
+        self.done = asyncio.Event()
+
+    def add(self, data: bytes) -> None:
+        self.count += 1
+        self.nbytes += len(data)
+        if self.count >= self.target:
+            self.done.set()
+
+    async def wait(self) -> None:
+        """Wait for ``done``; fail if the count stops moving (a stalled consumer)."""
+        last = -1
+        while not self.done.is_set():
+            if self.count == last:
+                raise RuntimeError(f"drain stalled at {self.count} of {self.target} messages")
+            last = self.count
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), STALL_TIMEOUT)
+
+
+def drain_result(counter: Counter, seconds: float, expected_bytes: int) -> dict[str, Any]:
+    if counter.count != counter.target or counter.nbytes != expected_bytes:
+        raise RuntimeError(f"drain got {counter.count} messages / {counter.nbytes} bytes, "
+                           f"expected {counter.target} / {expected_bytes}")
+    return {
+        "seconds": round(seconds, 3),
+        "msgs_per_s": round(rate(counter.count, seconds)),
+        "mb_per_s": round(rate(counter.nbytes / MB, seconds), 1),
+    }
+
+
+async def drain_ordered_push(url: str, count: int, expected_bytes: int) -> dict[str, Any]:
+    """nats-py's ordered push consumer (flow control on) with a callback that only counts."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        counter = Counter(count)
+
+        async def on_msg(msg: Any) -> None:
+            counter.add(msg.data)
+
+        started = time.perf_counter()
+        sub = await js.subscribe("bench.>", stream=STREAM, ordered_consumer=True, cb=on_msg)
+        await counter.wait()
+        seconds = time.perf_counter() - started
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return drain_result(counter, seconds, expected_bytes)
+
+
+async def drain_pull_fetch(url: str, count: int, expected_bytes: int,
+                           batch: int) -> dict[str, Any]:
+    """nats-py's pull consumer (AckNone, in memory, like the archiver's) via ``fetch(batch)``."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        counter = Counter(count)
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True,
+                                inactive_threshold=60.0)
+        started = time.perf_counter()
+        psub = await js.pull_subscribe("bench.>", stream=STREAM, config=config)
+        while counter.count < count:
+            for msg in await psub.fetch(min(batch, count - counter.count), timeout=STALL_TIMEOUT):
+                counter.add(msg.data)
+        seconds = time.perf_counter() - started
+        await psub.unsubscribe()
+    finally:
+        await nc.close()
+    return drain_result(counter, seconds, expected_bytes)
+
+
+# -------------------------------------------------------------------------- the store
+
+
+class Target:
+    """Where one archiver run writes, how to point the archiver there, and its files."""
+
+    def __init__(self, store_url: str, env: dict[str, str], files: Callable[[], list[Path]],
+                 size: Callable[[], int], cleanup: Callable[[], None]) -> None:
+        self.store_url = store_url
+        self.env = env
+        self.parquet_files = files
+        """Local paths of the archive's .parquet files (downloaded first for S3)."""
+        self.archive_bytes = size
+        self.cleanup = cleanup
+
+
+class LocalTargets:
+    """Fresh directories under ``base`` for each run."""
+
+    def __init__(self, base: Path, keep: bool) -> None:
+        self.base = base
+        self.keep = keep
+        self.kind = "local"
+
+    def new(self) -> Target:
+        root = self.base / f"archive-{uuid.uuid4().hex[:8]}"
+
+        def files() -> list[Path]:
+            return sorted(root.rglob("*.parquet"))
+
+        def size() -> int:
+            return sum(p.stat().st_size for p in files())
+
+        def cleanup() -> None:
+            if not self.keep:
+                shutil.rmtree(root, ignore_errors=True)
+
+        return Target(str(root), {}, files, size, cleanup)
+
+    def close(self) -> None:
+        pass
+
+
+class S3Targets:
+    """A local SeaweedFS; each run gets a fresh prefix of its bucket."""
+
+    def __init__(self, scratch: Path) -> None:
+        from s3server import SeaweedS3
+
+        self.kind = "s3"
+        self.scratch = scratch
+        self.server = SeaweedS3()
+        say("starting SeaweedFS ...")
+        self.server.start()
+        self.client = self.server.client()
+        self.env = {name: "" for name in _AWS_ISOLATION}
+        self.env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                         "AWS_EC2_METADATA_DISABLED": "true", **self.server.env()})
+
+    def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        pages = self.client.get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.server.bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
+    def new(self) -> Target:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}/"
+        local = self.scratch / prefix
+
+        def files() -> list[Path]:
+            paths = []
+            for obj in self._objects(prefix):
+                if obj["Key"].endswith(".parquet"):
+                    path = local / obj["Key"][len(prefix):]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.client.download_file(self.server.bucket, obj["Key"], str(path))
+                    paths.append(path)
+            return sorted(paths)
+
+        def size() -> int:
+            return sum(o["Size"] for o in self._objects(prefix) if o["Key"].endswith(".parquet"))
+
+        def cleanup() -> None:
+            shutil.rmtree(local, ignore_errors=True)
+            for obj in list(self._objects(prefix)):
+                self.client.delete_object(Bucket=self.server.bucket, Key=obj["Key"])
+
+        url = f"s3://{self.server.bucket}/{prefix.rstrip('/')}"
+        return Target(url, self.env, files, size, cleanup)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+# --------------------------------------------------------------------------- archiver
+
+
+def archiver_command() -> list[str]:
+    """The venv's ``archiver`` script, else ``python -m archiver`` (the same code)."""
+    script = Path(sys.executable).parent / "archiver"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "archiver"]
+
+
+def run_archiver(url: str, target: Target) -> dict[str, Any]:
+    """``archiver run`` as a child process; wall time, its JSON answer and its peak RSS.
+
+    Peak RSS two ways: psutil samples the child every 50 ms (misses short spikes), and
+    the kernel's ru_maxrss of exactly this child, from ``os.wait4`` (exact, but only
+    once it has exited). ``getrusage(RUSAGE_CHILDREN)`` would give the same figure for
+    the first child but mixes in every earlier one (repeats, SeaweedFS); wait4 does not.
+    """
+    command = [*archiver_command(), "run", "--nats-url", url, "--store", target.store_url,
+               "--stream", STREAM, "--json"]
+    env = {**os.environ, **target.env}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        watched = psutil.Process(proc.pid)
+        sampled = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            with contextlib.suppress(psutil.Error):
+                sampled = max(sampled, watched.memory_info().rss)
+            time.sleep(RSS_POLL_S)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't wait again
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"archiver exited {proc.returncode}:\n{stderr[-3000:]}")
+    results = json.loads(stdout)
+    (result,) = [r for r in results if r["stream"] == STREAM]
+    rusage_bytes = usage.ru_maxrss * 1024  # Linux reports KiB
+    return {
+        "wall_s": round(wall, 3),
+        "result": result,
+        "peak_rss_psutil_mb": round(sampled / MB, 1),
+        "peak_rss_rusage_mb": round(rusage_bytes / MB, 1),
+        "peak_rss_mb": round(max(sampled, rusage_bytes) / MB, 1),
+        "command": " ".join(command),
+    }
+
+
+# ------------------------------------------------------------------------ verification
+
+
+def verify(files: list[Path], count: int, fill: dict[str, Any]) -> dict[str, Any]:
+    """Check the archive holds each of seqs 1..count exactly once, with the fill's bytes."""
+    if not files:
+        return {"ok": False, "problems": ["no .parquet files in the archive"]}
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            "SELECT count(*), count(DISTINCT seq), min(seq), max(seq), "
+            "sum(octet_length(data)), count(raw_headers) FROM read_parquet(?)",
+            [[str(p) for p in files]],
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    rows, distinct, low, high, payload, with_headers = row
+    checks = {
+        "rows": (rows, count),
+        "distinct_seqs": (distinct, count),
+        "min_seq": (low, 1),
+        "max_seq": (high, count),
+        "payload_bytes": (payload, fill["payload_bytes"]),
+        "header_rows": (with_headers, fill["header_messages"]),
+    }
+    problems = [f"{name} is {got}, expected {want}"
+                for name, (got, want) in checks.items() if got != want]
+    return {"ok": not problems, "files": len(files), "problems": problems,
+            **{name: got for name, (got, _) in checks.items()}}
+
+
+# ---------------------------------------------------------------------------- profile
+
+
+class ThreadProfiles:
+    """cProfile for the event loop thread and every worker thread the archiver uses.
+
+    cProfile (Python 3.11) sees only the thread that enabled it, and the archiver does
+    its Parquet work in ``asyncio.to_thread``: without this the profile would show the
+    reader and one long await. Each worker thread gets its own profiler, switched on
+    around each call, and the profiles are merged (or shown per thread) afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.loop_profile = cProfile.Profile()
+        self.worker_profiles: list[cProfile.Profile] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _worker_profile(self) -> cProfile.Profile:
+        profile: cProfile.Profile | None = getattr(self._local, "profile", None)
+        if profile is None:
+            profile = self._local.profile = cProfile.Profile()
+            with self._lock:
+                self.worker_profiles.append(profile)
+        return profile
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        original = asyncio.to_thread
+
+        async def to_thread(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            def profiled() -> Any:
+                profile = self._worker_profile()
+                profile.enable()
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    profile.disable()
+
+            return await original(profiled)
+
+        # archive.py calls asyncio.to_thread through the module, so this reaches it.
+        asyncio.to_thread = to_thread  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            asyncio.to_thread = original
+
+    def stats(self, which: str) -> pstats.Stats:
+        stream = io.StringIO()
+        profiles = {"loop": [self.loop_profile], "workers": self.worker_profiles,
+                    "all": [self.loop_profile, *self.worker_profiles]}[which]
+        stats = pstats.Stats(profiles[0], stream=stream)
+        for extra in profiles[1:]:
+            stats.add(extra)
+        return stats
+
+
+def print_stats(stats: pstats.Stats, sort: str, limit: int, title: str) -> str:
+    stream = io.StringIO()
+    stats.stream = stream  # type: ignore[attr-defined]
+    stats.sort_stats(sort).print_stats(limit)
+    return f"\n=== {title} ===\n{stream.getvalue()}"
+
+
+def total_time(stats: pstats.Stats) -> float:
+    return float(stats.total_tt)  # type: ignore[attr-defined]
+
+
+def run_profiled(url: str, target: Target, out_path: Path) -> tuple[dict[str, Any], str]:
+    """One archiver pass in this process under cProfile; returns figures and a report."""
+    from archiver.archive import run
+    from archiver.config import resolve
+
+    for name, value in target.env.items():
+        if value:
+            os.environ[name] = value
+        else:
+            os.environ.pop(name, None)
+    settings = resolve({"nats_url": url, "store": target.store_url, "stream": (STREAM,)})
+    profiles = ThreadProfiles()
+    started = time.perf_counter()
+    with profiles.installed():
+        profiles.loop_profile.enable()
+        try:
+            results = asyncio.run(run(settings))
+        finally:
+            profiles.loop_profile.disable()
+    wall = time.perf_counter() - started
+    (result,) = [r.as_json() for r in results if r.stream == STREAM]
+    combined = profiles.stats("all")
+    combined.dump_stats(str(out_path))
+    loop_stats, worker_stats = profiles.stats("loop"), profiles.stats("workers")
+    figures = {
+        "wall_s": round(wall, 3),
+        "result": result,
+        "loop_thread_s": round(total_time(loop_stats), 3),
+        "worker_threads_s": round(total_time(worker_stats), 3),
+        "worker_threads": len(profiles.worker_profiles),
+        "profile_file": str(out_path),
+    }
+    report = (
+        f"\nProfiled archiver pass: {wall:.2f} s wall (cProfile slows Python code), "
+        f"profiled time in the event-loop thread (reader) {figures['loop_thread_s']:.2f} s, "
+        f"in {figures['worker_threads']} worker thread(s) (Parquet writer) "
+        f"{figures['worker_threads_s']:.2f} s. Profile saved to {out_path}."
+        + print_stats(combined, "cumulative", 25, "all threads, top 25 by cumulative time")
+        + print_stats(loop_stats, "tottime", 15, "event-loop thread, top 15 by own time")
+        + print_stats(worker_stats, "tottime", 15, "worker threads, top 15 by own time")
+    )
+    return figures, report
+
+
+# -------------------------------------------------------------------------- reporting
+
+
+def versions() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    server = subprocess.run([newest_binary(), "--version"], capture_output=True, text=True,
+                            check=False).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "nats_server": server.removeprefix("nats-server: "),
+        "nats_py": version("nats-py"),
+        "pyarrow": version("pyarrow"),
+        "nats_archiver": version("nats-archiver"),
+        "cpus": str(os.cpu_count()),
+        "machine": platform.machine(),
+    }
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run by rate (one run: that run), with every run's rate beside it."""
+    ordered = sorted(runs, key=lambda r: r["msgs_per_s"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        median["all_msgs_per_s"] = [r["msgs_per_s"] for r in runs]
+    return median
+
+
+def table(doc: dict[str, Any]) -> str:
+    fill, raw, arch = doc["fill"], doc["raw"], doc["archiver"]
+    rows = [
+        ("fill (pipelined acked publish)", fill["msgs_per_s"], fill["mb_per_s"],
+         fill["seconds"], ""),
+        ("raw: nats-py ordered push", raw["ordered_push"]["msgs_per_s"],
+         raw["ordered_push"]["mb_per_s"], raw["ordered_push"]["seconds"], ""),
+        (f"raw: nats-py pull fetch({raw['fetch_batch']})", raw["pull_fetch"]["msgs_per_s"],
+         raw["pull_fetch"]["mb_per_s"], raw["pull_fetch"]["seconds"], ""),
+        (f"archiver run ({doc['params']['store']})", arch["msgs_per_s"], arch["mb_per_s"],
+         arch["seconds"], f"wall {arch['wall_s']:.2f} s incl. start-up"),
+    ]
+    lines = [f"{'':34} {'msgs/s':>10} {'MB/s':>8} {'seconds':>8}"]
+    lines += [f"{name:34} {mps:>10,} {mbs:>8.1f} {sec:>8.2f}  {note}".rstrip()
+              for name, mps, mbs, sec, note in rows]
+    verdict = doc["verdict"]
+    lines += [
+        "",
+        f"messages {doc['params']['messages']:,} of ~{doc['params']['size']} B, "
+        f"payload {fill['payload_bytes'] / MB:,.1f} MB, {fill['header_messages']:,} with headers",
+        f"raw limit ({raw['best']}): {raw['msgs_per_s']:,} msgs/s; "
+        f"archiver / raw = {arch['ratio_to_raw']:.2f}",
+        f"archiver peak RSS {arch['peak_rss_mb']:.1f} MB (psutil {arch['peak_rss_psutil_mb']:.1f}, "
+        f"ru_maxrss {arch['peak_rss_rusage_mb']:.1f})",
+        f"archive {arch['archive_bytes'] / MB:,.1f} MB in {arch['files']} file(s): "
+        f"{arch['bytes_per_payload_byte']:.3f} archive bytes per payload byte",
+        "verified: " + ("OK" if doc["verify"]["ok"]
+                        else "FAILED " + "; ".join(doc["verify"]["problems"])),
+    ]
+    if verdict["rate_below_half_raw"]:
+        lines.append("WARNING: the archiver is below half the raw limit")
+    if verdict["rss_above_limit"]:
+        lines.append(f"WARNING: archiver peak RSS is above {RSS_LIMIT_MB} MB")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=1_000_000, help="N [%(default)s]")
+    parser.add_argument("--size", type=int, default=300, help="payload bytes, about [%(default)s]")
+    parser.add_argument("--store", default=None,
+                        help="'s3' (a local SeaweedFS), or a directory to hold the archives "
+                             "[default: the run's temp directory]")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure drains and archiver this many times; report medians")
+    parser.add_argument("--fetch-batch", type=int, default=10_000,
+                        help="batch for the pull-fetch drain [%(default)s]")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run the archiver in-process under cProfile and print the top")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temp dir (server store, archives) for inspection")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-archive-"))
+    server = NatsServer(newest_binary(), scratch / "nats")
+    (scratch / "nats").mkdir()
+    targets: LocalTargets | S3Targets | None = None
+    try:
+        if args.store == "s3":
+            targets = S3Targets(scratch / "downloads")
+        else:
+            base = Path(args.store) if args.store else scratch
+            base.mkdir(parents=True, exist_ok=True)
+            targets = LocalTargets(base, keep=args.keep)
+        server.start()
+        say(f"nats-server on {server.url}, store {scratch / 'nats'}")
+
+        say(f"filling {STREAM} with {args.messages:,} messages of ~{args.size} B ...")
+        fill = asyncio.run(create_and_fill(server.url, server.port, args.messages, args.size))
+        say(f"  {fill['msgs_per_s']:,} msgs/s, {fill['mb_per_s']} MB/s")
+
+        push_runs, pull_runs, arch_runs = [], [], []
+        verification: dict[str, Any] = {}
+        for attempt in range(args.repeat):
+            tag = f" ({attempt + 1}/{args.repeat})" if args.repeat > 1 else ""
+            say(f"raw drain, ordered push consumer{tag} ...")
+            push_runs.append(asyncio.run(
+                drain_ordered_push(server.url, args.messages, fill["payload_bytes"])))
+            say(f"  {push_runs[-1]['msgs_per_s']:,} msgs/s")
+            say(f"raw drain, pull fetch({args.fetch_batch}){tag} ...")
+            pull_runs.append(asyncio.run(drain_pull_fetch(
+                server.url, args.messages, fill["payload_bytes"], args.fetch_batch)))
+            say(f"  {pull_runs[-1]['msgs_per_s']:,} msgs/s")
+
+            say(f"archiver run{tag} ...")
+            target = targets.new()
+            try:
+                run = run_archiver(server.url, target)
+                result = run["result"]
+                seconds = float(result["seconds"])
+                run.update({
+                    "seconds": seconds,
+                    "msgs_per_s": round(rate(result["messages"], seconds)),
+                    "mb_per_s": round(rate(fill["payload_bytes"] / MB, seconds), 1),
+                    "wall_msgs_per_s": round(rate(result["messages"], run["wall_s"])),
+                    "archive_bytes": target.archive_bytes(),
+                    "files": result["files"],
+                })
+                run["bytes_per_payload_byte"] = round(
+                    run["archive_bytes"] / fill["payload_bytes"], 4)
+                say(f"  {run['msgs_per_s']:,} msgs/s, peak RSS {run['peak_rss_mb']} MB; "
+                    "verifying ...")
+                verification = verify(target.parquet_files(), args.messages, fill)
+                if result["lost"] or result["error"]:
+                    verification["ok"] = False
+                    verification["problems"].append(f"archiver reported {result}")
+                run["verified"] = verification["ok"]
+                arch_runs.append(run)
+                say(f"  verified: {verification['ok']} {verification['problems'] or ''}".rstrip())
+            finally:
+                target.cleanup()
+
+        push, pull = summarize_runs(push_runs), summarize_runs(pull_runs)
+        best = "ordered_push" if push["msgs_per_s"] >= pull["msgs_per_s"] else "pull_fetch"
+        raw = {"ordered_push": push, "pull_fetch": pull, "fetch_batch": args.fetch_batch,
+               "best": best, "msgs_per_s": max(push["msgs_per_s"], pull["msgs_per_s"]),
+               "mb_per_s": max(push["mb_per_s"], pull["mb_per_s"])}
+        arch = summarize_runs(arch_runs)
+        arch["peak_rss_mb"] = max(r["peak_rss_mb"] for r in arch_runs)
+        arch["ratio_to_raw"] = round(arch["msgs_per_s"] / raw["msgs_per_s"], 3)
+        doc: dict[str, Any] = {
+            "benchmark": "archive",
+            "timestamp": stamp,
+            "params": {"messages": args.messages, "size": args.size,
+                       "store": targets.kind, "repeat": args.repeat,
+                       "subjects": 50, "header_fraction": 0.1},
+            "versions": versions(),
+            "fill": fill,
+            "raw": raw,
+            "archiver": arch,
+            "verify": {**verification, "ok": all(r["verified"] for r in arch_runs)},
+            "verdict": {
+                "rate_below_half_raw": arch["ratio_to_raw"] < 0.5,
+                "rss_above_limit": arch["peak_rss_mb"] > RSS_LIMIT_MB,
+                "rss_limit_mb": RSS_LIMIT_MB,
+            },
+        }
+
+        results_dir = HERE / "results"
+        results_dir.mkdir(exist_ok=True)
+        if args.profile:
+            say("archiver run in-process under cProfile ...")
+            target = targets.new()
+            try:
+                figures, report = run_profiled(
+                    server.url, target, results_dir / f"profile-{stamp}.prof")
+                check = verify(target.parquet_files(), args.messages, fill)
+                figures["verified"] = check["ok"]
+                doc["profile"] = figures
+            finally:
+                target.cleanup()
+            # With --json the profile report goes to stderr: stdout stays one document.
+            print(report, file=sys.stderr if args.json else sys.stdout)
+
+        out = results_dir / f"archive-{stamp}.json"
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        else:
+            print(table(doc))
+        say(f"results written to {out}")
+        return 0 if doc["verify"]["ok"] and doc.get("profile", {}).get("verified", True) else 1
+    finally:
+        server.stop()
+        if targets is not None:
+            targets.close()
+        if args.keep:
+            say(f"kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

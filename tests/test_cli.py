@@ -1,0 +1,180 @@
+"""The command line: contract fields, exit codes, and one clear line for each bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import publish, run_cli
+from natsserver import NatsServer, free_port
+from s3server import SeaweedS3
+from test_archive import add_streams
+
+CONTRACT_RUN = {"stream", "from_seq", "to_seq", "messages", "files", "bytes_in", "bytes_out",
+                "seconds", "lost"}
+CONTRACT_STATUS = {"stream", "first_seq", "last_seq", "archived_seq", "behind",
+                   "oldest_unarchived_age_s", "expires_in_s", "state"}
+CONTRACT_LS = {"stream", "key", "first_seq", "last_seq", "rows", "bytes", "first_time", "last_time"}
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def nothing_written(root: Path) -> bool:
+    return not root.exists() or not any(p.is_file() for p in root.rglob("*"))
+
+
+@pytest.fixture
+def filled(nats: NatsServer) -> NatsServer:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "SFS": "sfs.>"}, max_age=3600))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i}.created" for i in range(40)]))
+    asyncio.run(publish(nats.url, "SFS", ["sfs.ns.file"] * 15))
+    return nats
+
+
+def test_run_status_ls_json_carry_the_contract_fields(filled: NatsServer, tmp_path: Path) -> None:
+    root = str(tmp_path / "archive")
+    before = run_cli("status", "--nats-url", filled.url, "--store", root, "--json")
+    assert before.returncode == 3, before.stderr  # an hour left, 24 h margin: at risk
+    states = {s["stream"]: s for s in json.loads(before.stdout)}
+    assert set(states) == {"AUTH", "SFS"}
+    assert all(CONTRACT_STATUS <= set(s) for s in states.values())
+    assert states["AUTH"]["state"] == "at-risk" and states["AUTH"]["behind"] == 40
+
+    run = run_cli("run", "--nats-url", filled.url, "--store", root, "--json")
+    assert run.returncode == 0, run.stderr
+    results = {r["stream"]: r for r in json.loads(run.stdout)}
+    assert all(CONTRACT_RUN <= set(r) for r in results.values())
+    assert results["AUTH"]["messages"] == 40 and results["AUTH"]["to_seq"] == 40
+    assert results["SFS"]["lost"] == 0
+
+    after = run_cli("status", "--nats-url", filled.url, "--store", root, "--json")
+    assert after.returncode == 0, after.stderr
+    assert {s["state"] for s in json.loads(after.stdout)} == {"ok"}
+
+    ls = run_cli("ls", "--store", root, "--json")
+    assert ls.returncode == 0, ls.stderr
+    files = json.loads(ls.stdout)
+    assert all(CONTRACT_LS <= set(f) for f in files)
+    assert sorted((f["stream"], f["rows"]) for f in files) == [("AUTH", 40), ("SFS", 15)]
+
+
+def test_only_the_named_streams_are_archived(filled: NatsServer, tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    result = run_cli("run", "--nats-url", filled.url, "--store", str(root), "--stream", "SFS", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["stream"] for r in json.loads(result.stdout)] == ["SFS"]
+    assert [p.name for p in root.iterdir()] == ["stream=SFS"]
+
+
+def test_environment_and_policy_file_give_settings_flags_win(filled: NatsServer, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"nats:\n  url: nats://127.0.0.1:{free_port()}\narchive:\n  streams: [AUTH]\n")
+    root = tmp_path / "archive"
+    env = {"ARCHIVER_STORE": str(root)}
+    # The policy's URL leads nowhere; the flag overrides it.
+    ok = run_cli("run", "--policy", str(policy), "--nats-url", filled.url, "--json", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert [r["stream"] for r in json.loads(ok.stdout)] == ["AUTH"]
+    assert (root / "stream=AUTH").is_dir()
+    # Without the flag, the policy's URL is used: unreachable, exit 1.
+    bad = run_cli("run", "--policy", str(policy), env=env)
+    assert bad.returncode == 1
+    assert "cannot reach NATS" in one_line(bad.stderr)
+
+
+def test_unreachable_nats_is_one_line_exit_1_nothing_written(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    result = run_cli("run", "--nats-url", f"nats://127.0.0.1:{free_port()}", "--store", str(root))
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert "cannot reach NATS at nats://127.0.0.1" in line and "--nats-url" in line
+    assert nothing_written(root)
+
+
+def test_nats_password_is_never_printed(tmp_path: Path) -> None:
+    url = f"nats://archiver:s3cr3t-pass@127.0.0.1:{free_port()}"
+    result = run_cli("run", "-vv", "--nats-url", url, "--store", str(tmp_path / "a"))
+    assert result.returncode == 1
+    assert "s3cr3t-pass" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ("archive: [unclosed\n", "not valid YAML"),
+        ("archive:\n  compresion_level: 3\n", "archive.compresion_level"),
+        ("archive:\n  compression_level: 99\n", "archive.compression_level"),
+        ("archive:\n  at_risk_margin: soon\n", "archive.at_risk_margin"),
+        ("- a list\n", "must be a mapping"),
+    ],
+)
+def test_bad_policy_file_is_one_line_exit_2(tmp_path: Path, content: str, expect: str) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(content)
+    root = tmp_path / "archive"
+    result = run_cli("run", "--policy", str(policy), "--store", str(root))
+    assert result.returncode == 2
+    assert expect in one_line(result.stderr)
+    assert nothing_written(root)
+
+
+def test_missing_policy_file_and_unknown_flag_exit_2(tmp_path: Path) -> None:
+    missing = run_cli("run", "--policy", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "cannot read policy file" in one_line(missing.stderr)
+    unknown = run_cli("run", "--no-such-flag")
+    assert unknown.returncode == 2 and "No such option" in unknown.stderr
+
+
+def test_unknown_stream_is_exit_2_nothing_written(filled: NatsServer, tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    result = run_cli("run", "--nats-url", filled.url, "--store", str(root), "--stream", "NOPE")
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "unknown stream NOPE" in line and "AUTH" in line
+    assert nothing_written(root)
+
+
+def s3_env(s3: SeaweedS3, **changes: str) -> dict[str, str]:
+    env = {**s3.env(), "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    env.update(changes)
+    return env
+
+
+def test_s3_wrong_credentials_one_line_exit_1_secret_not_shown(filled: NatsServer, s3_server: SeaweedS3) -> None:
+    env = s3_env(s3_server, AWS_SECRET_ACCESS_KEY="wrong-secret-value")
+    result = run_cli("run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/creds", env=env)
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert "credential" in line.lower()
+    assert "wrong-secret-value" not in result.stderr + result.stdout
+    assert not list(s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix="creds/").get("Contents", []))
+
+
+def test_s3_missing_bucket_and_unreachable_endpoint(filled: NatsServer, s3_server: SeaweedS3) -> None:
+    env = s3_env(s3_server)
+    missing = run_cli("run", "--nats-url", filled.url, "--store", "s3://no-such-bucket/x", env=env)
+    assert missing.returncode == 1
+    assert "no-such-bucket" in one_line(missing.stderr)
+    env = s3_env(s3_server, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    down = run_cli("run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/x", env=env)
+    assert down.returncode == 1
+    assert "cannot reach" in one_line(down.stderr).lower()
+
+
+def test_run_against_s3_through_the_cli(filled: NatsServer, s3_server: SeaweedS3) -> None:
+    env = s3_env(s3_server)
+    result = run_cli("run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/cli", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert sum(r["messages"] for r in json.loads(result.stdout)) == 55
+    ls = run_cli("ls", "--store", f"s3://{s3_server.bucket}/cli", "--json", env=env)
+    assert ls.returncode == 0, ls.stderr
+    assert sum(f["rows"] for f in json.loads(ls.stdout)) == 55

@@ -130,8 +130,13 @@ async def archive_stream(
 
 
 async def _copy(
-    nc: RawClient, store: Store, settings: Settings, lease: Lease,
-    info: StreamInfo, done: int, result: StreamResult,
+    nc: RawClient,
+    store: Store,
+    settings: Settings,
+    lease: Lease,
+    info: StreamInfo,
+    done: int,
+    result: StreamResult,
 ) -> None:
     loop = asyncio.get_running_loop()
 
@@ -139,8 +144,15 @@ async def _copy(
         # Called from the writer thread right before each commit: the fence.
         asyncio.run_coroutine_threadsafe(lease.renew(), loop).result()
 
-    cutter = Cutter(store, info.name, info.generation, info.config_json(), settings.limits,
-                    settings.spool_dir, before_commit=renew_lease)
+    cutter = Cutter(
+        store,
+        info.name,
+        info.generation,
+        info.config_json(),
+        settings.limits,
+        settings.spool_dir,
+        before_commit=renew_lease,
+    )
     holes = HoleFinder(nc, info, done + 1, first_run=done == 0)
     queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
 
@@ -211,8 +223,16 @@ async def run(settings: Settings) -> list[StreamResult]:
                 # One stream's trouble must not keep the others from being archived.
                 hint = f"; {exc.hint}" if exc.hint else ""
                 log.error("%s: %s%s", info.name, exc, hint)
-                results.append(StreamResult(info.name, 0, info.last_seq, generation=info.generation,
-                                            error=f"{exc}{hint}", error_exit=exc.exit_code))
+                results.append(
+                    StreamResult(
+                        info.name,
+                        0,
+                        info.last_seq,
+                        generation=info.generation,
+                        error=f"{exc}{hint}",
+                        error_exit=exc.exit_code,
+                    )
+                )
         return results
     finally:
         await nc.close()

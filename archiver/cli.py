@@ -25,24 +25,57 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA = 0, 1, 2, 3
 def common_options(func: F) -> F:
     """The options every command takes; each also reads an ``ARCHIVER_*`` variable."""
     options = [
-        click.option("--nats-url", envvar="ARCHIVER_NATS_URL",
-                     help="NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222]."),
-        click.option("--store", envvar="ARCHIVER_STORE",
-                     help="Archive location: s3://bucket/prefix, file:///path or a path [default: ./archive]."),
-        click.option("--policy", envvar="ARCHIVER_POLICY", type=click.Path(path_type=Path),
-                     help="Policy file (YAML)."),
-        click.option("--s3-endpoint", envvar="ARCHIVER_S3_ENDPOINT",
-                     help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)."),
-        click.option("--creds", envvar="ARCHIVER_CREDS", type=click.Path(path_type=Path),
-                     help="NATS credentials file (JWT and nkey seed)."),
-        click.option("--nkey-seed", envvar="ARCHIVER_NKEY_SEED", type=click.Path(path_type=Path),
-                     help="NATS nkey seed file."),
-        click.option("--tls-ca", envvar="ARCHIVER_TLS_CA", type=click.Path(path_type=Path),
-                     help="CA certificate for the NATS server."),
-        click.option("--tls-cert", envvar="ARCHIVER_TLS_CERT", type=click.Path(path_type=Path),
-                     help="Client certificate for mutual TLS."),
-        click.option("--tls-key", envvar="ARCHIVER_TLS_KEY", type=click.Path(path_type=Path),
-                     help="Client key for mutual TLS."),
+        click.option(
+            "--nats-url",
+            envvar="ARCHIVER_NATS_URL",
+            help="NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222].",
+        ),
+        click.option(
+            "--store",
+            envvar="ARCHIVER_STORE",
+            help="Archive location: s3://bucket/prefix, file:///path or a path [default: ./archive].",
+        ),
+        click.option(
+            "--policy",
+            envvar="ARCHIVER_POLICY",
+            type=click.Path(path_type=Path),
+            help="Policy file (YAML).",
+        ),
+        click.option(
+            "--s3-endpoint",
+            envvar="ARCHIVER_S3_ENDPOINT",
+            help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS).",
+        ),
+        click.option(
+            "--creds",
+            envvar="ARCHIVER_CREDS",
+            type=click.Path(path_type=Path),
+            help="NATS credentials file (JWT and nkey seed).",
+        ),
+        click.option(
+            "--nkey-seed",
+            envvar="ARCHIVER_NKEY_SEED",
+            type=click.Path(path_type=Path),
+            help="NATS nkey seed file.",
+        ),
+        click.option(
+            "--tls-ca",
+            envvar="ARCHIVER_TLS_CA",
+            type=click.Path(path_type=Path),
+            help="CA certificate for the NATS server.",
+        ),
+        click.option(
+            "--tls-cert",
+            envvar="ARCHIVER_TLS_CERT",
+            type=click.Path(path_type=Path),
+            help="Client certificate for mutual TLS.",
+        ),
+        click.option(
+            "--tls-key",
+            envvar="ARCHIVER_TLS_KEY",
+            type=click.Path(path_type=Path),
+            help="Client key for mutual TLS.",
+        ),
         click.option("-v", "--verbose", count=True, help="More log output (-vv for debug)."),
     ]
     for option in reversed(options):
@@ -51,13 +84,16 @@ def common_options(func: F) -> F:
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")(func)
+    return click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")(
+        func
+    )
 
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     # nats-py logs reconnect chatter at error level on its own; ours says it once.
     logging.getLogger("nats").setLevel(max(level, logging.CRITICAL))
 
@@ -136,8 +172,12 @@ def main() -> None:
 @common_options
 @json_option
 @click.option("--stream", "stream", multiple=True, help="Archive only this stream (repeatable).")
-@click.option("--spool-dir", type=click.Path(path_type=Path), envvar="ARCHIVER_SPOOL_DIR",
-              help="Scratch directory for files being written [default: system temp].")
+@click.option(
+    "--spool-dir",
+    type=click.Path(path_type=Path),
+    envvar="ARCHIVER_SPOOL_DIR",
+    help="Scratch directory for files being written [default: system temp].",
+)
 @with_errors
 def run(as_json: bool, **params: Any) -> None:
     """Archive each selected stream (default: all) up to its last sequence, then exit."""
@@ -146,8 +186,23 @@ def run(as_json: bool, **params: Any) -> None:
     settings = _settings(params)
     results = _run(archive_run(settings))
     rows = [r.as_json() for r in results]
-    _emit(rows, as_json, ["stream", "from_seq", "to_seq", "messages", "files", "bytes_in",
-                          "bytes_out", "seconds", "lost", "skipped", "error"])
+    _emit(
+        rows,
+        as_json,
+        [
+            "stream",
+            "from_seq",
+            "to_seq",
+            "messages",
+            "files",
+            "bytes_in",
+            "bytes_out",
+            "seconds",
+            "lost",
+            "skipped",
+            "error",
+        ],
+    )
     sys.exit(max((r.exit_code for r in results), default=EXIT_OK))
 
 
@@ -166,9 +221,20 @@ def status(as_json: bool, **params: Any) -> None:
 
     settings = _settings(params)
     found = _run(get_status(settings))
-    _emit([s.as_json() for s in found], as_json,
-          ["stream", "first_seq", "last_seq", "archived_seq", "behind",
-           "oldest_unarchived_age_s", "expires_in_s", "state"])
+    _emit(
+        [s.as_json() for s in found],
+        as_json,
+        [
+            "stream",
+            "first_seq",
+            "last_seq",
+            "archived_seq",
+            "behind",
+            "oldest_unarchived_age_s",
+            "expires_in_s",
+            "state",
+        ],
+    )
     sys.exit(EXIT_DATA if any(s.state is not State.OK for s in found) else EXIT_OK)
 
 
@@ -183,13 +249,22 @@ def ls_command(as_json: bool, streams: tuple[str, ...], **params: Any) -> None:
 
     settings = _settings(params)
     rows = list_files(settings, streams)
-    _emit(rows, as_json, ["stream", "key", "first_seq", "last_seq", "rows", "bytes",
-                          "first_time", "last_time"])
+    _emit(
+        rows,
+        as_json,
+        ["stream", "key", "first_seq", "last_seq", "rows", "bytes", "first_time", "last_time"],
+    )
 
 
 @main.command()
-@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path(),
-              show_default=True, help="Where ./archive and the demo's server files go.")
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Where ./archive and the demo's server files go.",
+)
 @click.option("--messages", default=2000, show_default=True, help="Messages per stream.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @with_errors

@@ -23,8 +23,16 @@ from archiver.timefmt import parse_duration
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_STORE = "./archive"
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
-               "KB": 10**3, "MB": 10**6, "GB": 10**9}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+}
 
 
 def parse_size(value: int | str) -> int:

@@ -93,7 +93,9 @@ class Cutter:
                     stop += 1
             if self._day is not None and self._day != day:
                 self._commit()
-            self._write(batch.slice(start, stop) if (start, stop) != (0, len(batch)) else batch, day)
+            self._write(
+                batch.slice(start, stop) if (start, stop) != (0, len(batch)) else batch, day
+            )
             start = stop
 
     def _write(self, rows: Batch, day: int) -> None:
@@ -134,7 +136,11 @@ class Cutter:
         try:
             self._record_holes(before=summary.first_seq)
             key = layout.data_key(
-                self.stream, day_of(day * NS_PER_DAY), self.generation, summary.first_seq, summary.last_seq
+                self.stream,
+                day_of(day * NS_PER_DAY),
+                self.generation,
+                summary.first_seq,
+                summary.last_seq,
             )
             self.before_commit()
             failpoints.hit("before-commit")
@@ -173,4 +179,3 @@ class Cutter:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
-

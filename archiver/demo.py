@@ -53,17 +53,31 @@ def _event(rng: random.Random, stream: str, i: int) -> tuple[str, dict[str, obje
     now = time.time()
     if stream == "AUTH":
         action = rng.choice(["created", "login", "logout", "password_changed"])
-        return f"auth.user.{uid}.{action}", {"user_id": uid, "ip": f"10.0.{i % 256}.{i % 200}", "at": now}
+        return f"auth.user.{uid}.{action}", {
+            "user_id": uid,
+            "ip": f"10.0.{i % 256}.{i % 200}",
+            "at": now,
+        }
     if stream == "COMPUTE":
         kind = rng.choice(["container", "sshkey"])
         action = rng.choice(["started", "stopped"] if kind == "container" else ["added", "removed"])
         return f"compute.{kind}.{uid}.{action}", {"owner": uid, "id": f"{kind[:3]}-{i}", "at": now}
     if stream == "GATEWAY":
-        return f"gateway.route.r{i % 40}.updated", {"route": f"r{i % 40}", "upstream": f"svc-{i % 7}:8080"}
+        return f"gateway.route.r{i % 40}.updated", {
+            "route": f"r{i % 40}",
+            "upstream": f"svc-{i % 7}:8080",
+        }
     if stream == "SFS":
         action = rng.choice(["created", "modified", "deleted"])
-        return f"sfs.ns{i % 12}.file.{action}", {"path": f"/data/{uid}/f{i}.bin", "size": rng.randrange(1 << 20)}
-    return f"notify.user.{uid}.push", {"user_id": uid, "title": "New sign-in", "body": "x" * rng.randrange(20, 200)}
+        return f"sfs.ns{i % 12}.file.{action}", {
+            "path": f"/data/{uid}/f{i}.bin",
+            "size": rng.randrange(1 << 20),
+        }
+    return f"notify.user.{uid}.push", {
+        "user_id": uid,
+        "title": "New sign-in",
+        "body": "x" * rng.randrange(20, 200),
+    }
 
 
 async def _fill(url: str, messages: int, say: Callable[[str], None]) -> None:
@@ -77,7 +91,9 @@ async def _fill(url: str, messages: int, say: Callable[[str], None]) -> None:
             for i in range(messages):
                 subject, body = _event(rng, stream, i)
                 headers = {"Trace-Id": f"{rng.getrandbits(64):016x}"} if i % 3 == 0 else None
-                pending.append(await js.publish_async(subject, json.dumps(body).encode(), headers=headers))
+                pending.append(
+                    await js.publish_async(subject, json.dumps(body).encode(), headers=headers)
+                )
                 if len(pending) >= 1000:
                     await asyncio.gather(*pending)
                     pending = []
@@ -98,26 +114,38 @@ async def run_demo(workdir: Path, messages: int, say: Callable[[str], None]) -> 
         conf = Path(tmp) / "nats.conf"
         conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp}/js }}\n")
         log = (Path(tmp) / "nats.log").open("wb")
-        proc = subprocess.Popen([_find_server(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [_find_server(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             url = f"nats://127.0.0.1:{port}"
             await _wait_for(port)
             say(f"started a throwaway nats-server at {url}")
             await _fill(url, messages, say)
-            settings = Settings(nats=NatsOptions(url=url), store_url=str(archive_dir),
-                                s3=S3Options(), limits=FileLimits())
+            settings = Settings(
+                nats=NatsOptions(url=url),
+                store_url=str(archive_dir),
+                s3=S3Options(),
+                limits=FileLimits(),
+            )
             results = await archive_run(settings)
             for r in results:
-                say(f"archived {r.stream}: seq {r.from_seq}-{r.to_seq}, {r.messages} messages, "
-                    f"{r.files} file(s), {r.bytes_in:,} -> {r.bytes_out:,} bytes")
+                say(
+                    f"archived {r.stream}: seq {r.from_seq}-{r.to_seq}, {r.messages} messages, "
+                    f"{r.files} file(s), {r.bytes_in:,} -> {r.bytes_out:,} bytes"
+                )
             again = await archive_run(settings)
             say(f"ran again: {sum(r.messages for r in again)} new messages archived (nothing new)")
             for s in await status(settings):
-                say(f"status {s.stream}: archived up to {s.archived_seq} of {s.last_seq}, "
-                    f"behind {s.behind}, state {s.state}")
+                say(
+                    f"status {s.stream}: archived up to {s.archived_seq} of {s.last_seq}, "
+                    f"behind {s.behind}, state {s.state}"
+                )
             say(f"the archive is in {archive_dir}; query it with DuckDB:")
-            say(f"  SELECT stream, count(*) FROM read_parquet('{archive_dir}/**/*.parquet', "
-                "hive_partitioning=true) GROUP BY stream;")
+            say(
+                f"  SELECT stream, count(*) FROM read_parquet('{archive_dir}/**/*.parquet', "
+                "hive_partitioning=true) GROUP BY stream;"
+            )
             return max((r.exit_code for r in results + again), default=0)
         finally:
             proc.terminate()

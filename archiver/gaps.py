@@ -40,7 +40,9 @@ class Gap:
         return self.last_seq - self.first_seq + 1
 
 
-def classify(first_seq: int, last_seq: int, stream_first_seq: int, kind_below: GapKind) -> list[Gap]:
+def classify(
+    first_seq: int, last_seq: int, stream_first_seq: int, kind_below: GapKind
+) -> list[Gap]:
     """Split the hole ``[first_seq, last_seq]`` at the stream's current first sequence."""
     gaps = []
     head_end = min(last_seq, stream_first_seq - 1)

@@ -61,7 +61,9 @@ class Leases:
             except nats.js.errors.BucketNotFoundError:
                 try:
                     self._kv = await self.js.create_key_value(
-                        bucket=self.bucket, history=1, ttl=self.ttl,
+                        bucket=self.bucket,
+                        history=1,
+                        ttl=self.ttl,
                         description="nats-archiver leases: one archiver per stream",
                     )
                 except nats.js.errors.BadRequestError:
@@ -118,5 +120,8 @@ class Lease:
         try:
             await self.kv.delete(self.key, last=self.revision)
         except nats.errors.Error:
-            log.warning("could not release the lease on %s; it expires in %.0fs",
-                        self.stream, self.remaining())
+            log.warning(
+                "could not release the lease on %s; it expires in %.0fs",
+                self.stream,
+                self.remaining(),
+            )

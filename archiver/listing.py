@@ -22,17 +22,19 @@ def list_files(settings: Settings, streams: tuple[str, ...]) -> list[dict[str, o
     for stream in streams or tuple(catalog.streams_in_archive(store)):
         for f in catalog.data_files(store, stream):
             meta = _footer(store, f.key, f.size)
-            rows.append({
-                "stream": stream,
-                "key": f.key,
-                "generation": f.name.generation,
-                "first_seq": f.name.first_seq,
-                "last_seq": f.name.last_seq,
-                "rows": int(meta.get("rows", -1)),
-                "bytes": f.size,
-                "first_time": meta.get("first_time"),
-                "last_time": meta.get("last_time"),
-            })
+            rows.append(
+                {
+                    "stream": stream,
+                    "key": f.key,
+                    "generation": f.name.generation,
+                    "first_seq": f.name.first_seq,
+                    "last_seq": f.name.last_seq,
+                    "rows": int(meta.get("rows", -1)),
+                    "bytes": f.size,
+                    "first_time": meta.get("first_time"),
+                    "last_time": meta.get("last_time"),
+                }
+            )
     return rows
 
 

@@ -146,7 +146,7 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
                 f"NATS at {where} refused our credentials",
                 hint="check the user, token, --creds or --nkey-seed",
             ) from exc
-        if isinstance(exc, OSError | asyncio.TimeoutError):
+        if isinstance(exc, OSError | TimeoutError):
             raise SourceError(
                 f"cannot reach NATS at {where}", hint="check --nats-url and that the server runs"
             ) from exc
@@ -199,5 +199,7 @@ async def js_api(
     answer: dict[str, Any] = json.loads(msg.data)
     err = answer.get("error")
     if err:
-        raise ApiError(subject, err.get("code", 0), err.get("err_code", 0), err.get("description", ""))
+        raise ApiError(
+            subject, err.get("code", 0), err.get("err_code", 0), err.get("description", "")
+        )
     return answer

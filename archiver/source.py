@@ -99,8 +99,13 @@ class ConsumerReader:
         seq = int(tokens[base])
         dseq = int(tokens[base + 1])
         if dseq != self._expected_dseq:
-            log.warning("%s: consumer sequence jumped to %d, expected %d: re-reading from %d",
-                        self.stream, dseq, self._expected_dseq, self._cursor)
+            log.warning(
+                "%s: consumer sequence jumped to %d, expected %d: re-reading from %d",
+                self.stream,
+                dseq,
+                self._expected_dseq,
+                self._cursor,
+            )
             self._broken = True
             self._done.set()
             return
@@ -109,7 +114,9 @@ class ConsumerReader:
             self._finished = True
             self._done.set()
             return
-        self._batch.append(seq, subject.decode("utf-8", "replace"), int(tokens[base + 2]), hdr, data)
+        self._batch.append(
+            seq, subject.decode("utf-8", "replace"), int(tokens[base + 2]), hdr, data
+        )
         self._cursor = seq + 1
         self._received += 1
         if seq >= self.end_seq or tokens[base + 3] == b"0":
@@ -206,7 +213,10 @@ class ConsumerReader:
                             self._broken = True
                     elif self._status == b"503":
                         self._broken = True
-                    if len(self._batch) >= self.batch_rows or self._batch.nbytes >= self.batch_bytes:
+                    if (
+                        len(self._batch) >= self.batch_rows
+                        or self._batch.nbytes >= self.batch_bytes
+                    ):
                         yield self._take()
             finally:
                 await self.nc.unsubscribe_raw(sub)
@@ -232,8 +242,14 @@ class MsgGetReader:
     """Reads WorkQueue and Interest streams one stored message at a time, no consumer."""
 
     def __init__(
-        self, nc: RawClient, stream: str, start_seq: int, end_seq: int,
-        *, batch_rows: int = 10_000, window: int = 64,
+        self,
+        nc: RawClient,
+        stream: str,
+        start_seq: int,
+        end_seq: int,
+        *,
+        batch_rows: int = 10_000,
+        window: int = 64,
     ) -> None:
         self.nc = nc
         self.stream = stream
@@ -247,7 +263,9 @@ class MsgGetReader:
         seq = self.start_seq
         while seq <= self.end_seq:
             stop = min(seq + self.window, self.end_seq + 1)
-            found = await asyncio.gather(*(get_message(self.nc, self.stream, s) for s in range(seq, stop)))
+            found = await asyncio.gather(
+                *(get_message(self.nc, self.stream, s) for s in range(seq, stop))
+            )
             for m in found:
                 if m is not None:
                     batch.append(m.seq, m.subject, m.time_ns, m.raw_header, m.data)

@@ -51,7 +51,9 @@ def _recorded_loss(store: Store, stream: str, generation: str) -> int:
     return total
 
 
-async def stream_status(nc: RawClient, store: Store, info: StreamInfo, margin_s: float) -> StreamStatus:
+async def stream_status(
+    nc: RawClient, store: Store, info: StreamInfo, margin_s: float
+) -> StreamStatus:
     generation = info.generation
     archived = await asyncio.to_thread(catalog.resume_after, store, info.name, generation)
     lost = await asyncio.to_thread(_recorded_loss, store, info.name, generation)
@@ -74,10 +76,16 @@ async def stream_status(nc: RawClient, store: Store, info: StreamInfo, margin_s:
     else:
         state = State.OK
     return StreamStatus(
-        stream=info.name, first_seq=info.first_seq, last_seq=info.last_seq, archived_seq=archived,
-        behind=behind, oldest_unarchived_age_s=None if age is None else round(age, 3),
-        expires_in_s=None if expires is None else round(expires, 3), state=state,
-        generation=generation, lost=lost,
+        stream=info.name,
+        first_seq=info.first_seq,
+        last_seq=info.last_seq,
+        archived_seq=archived,
+        behind=behind,
+        oldest_unarchived_age_s=None if age is None else round(age, 3),
+        expires_in_s=None if expires is None else round(expires, 3),
+        state=state,
+        generation=generation,
+        lost=lost,
     )
 
 

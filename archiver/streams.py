@@ -111,7 +111,9 @@ class StoredMessage:
     data: bytes
 
 
-async def get_message(nc: Client, stream: str, seq: int, next_any: bool = False) -> StoredMessage | None:
+async def get_message(
+    nc: Client, stream: str, seq: int, next_any: bool = False
+) -> StoredMessage | None:
     """The stored message at ``seq`` (or the first after it with ``next_any``), exact bytes.
 
     Uses the non-direct get, which returns the stored header block untouched and works

@@ -19,10 +19,18 @@ from archiver.store.s3 import S3Store
 
 # Anything that could make boto3 find credentials or settings other than the test's.
 _AWS_ISOLATION = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ENDPOINT_URL_S3", "AWS_MAX_ATTEMPTS",
-    "AWS_RETRY_MODE", "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_RETRY_MODE",
+    "AWS_DEFAULT_REGION",
 )
 
 
@@ -94,7 +102,9 @@ NATS_VERSIONS = [v for v in os.environ.get("ARCHIVER_TEST_NATS", "2.10,newest").
 
 
 @pytest.fixture(params=NATS_VERSIONS, ids=lambda v: f"nats-{v}")
-def nats(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+def nats(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NatsServer]:
     """A fresh nats-server with JetStream per test: production's 2.10 and the newest."""
     server = NatsServer(binary_for(request.param), tmp_path_factory.mktemp("nats"))
     server.start()

@@ -55,7 +55,9 @@ def data_keys(store: Store, stream: str | None = None) -> list[str]:
     return [o.key for o in store.list(prefix) if layout.parse_data_key(o.key)]
 
 
-async def publish(url: str, stream: str, subjects: Iterable[str], payload: bytes = b"x" * 100) -> list[int]:
+async def publish(
+    url: str, stream: str, subjects: Iterable[str], payload: bytes = b"x" * 100
+) -> list[int]:
     """Publish with acks; returns the stored sequences."""
     nc = await connect(NatsOptions(url=url))
     js = nc.jetstream()
@@ -67,10 +69,16 @@ async def publish(url: str, stream: str, subjects: Iterable[str], payload: bytes
         await nc.close()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``archiver`` command in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "archiver", *args], capture_output=True, text=True,
-        env=full_env, timeout=timeout, check=False,
+        [sys.executable, "-m", "archiver", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
     )

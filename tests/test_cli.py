@@ -13,10 +13,27 @@ from natsserver import NatsServer, free_port
 from s3server import SeaweedS3
 from test_archive import add_streams
 
-CONTRACT_RUN = {"stream", "from_seq", "to_seq", "messages", "files", "bytes_in", "bytes_out",
-                "seconds", "lost"}
-CONTRACT_STATUS = {"stream", "first_seq", "last_seq", "archived_seq", "behind",
-                   "oldest_unarchived_age_s", "expires_in_s", "state"}
+CONTRACT_RUN = {
+    "stream",
+    "from_seq",
+    "to_seq",
+    "messages",
+    "files",
+    "bytes_in",
+    "bytes_out",
+    "seconds",
+    "lost",
+}
+CONTRACT_STATUS = {
+    "stream",
+    "first_seq",
+    "last_seq",
+    "archived_seq",
+    "behind",
+    "oldest_unarchived_age_s",
+    "expires_in_s",
+    "state",
+}
 CONTRACT_LS = {"stream", "key", "first_seq", "last_seq", "rows", "bytes", "first_time", "last_time"}
 
 
@@ -68,15 +85,21 @@ def test_run_status_ls_json_carry_the_contract_fields(filled: NatsServer, tmp_pa
 
 def test_only_the_named_streams_are_archived(filled: NatsServer, tmp_path: Path) -> None:
     root = tmp_path / "archive"
-    result = run_cli("run", "--nats-url", filled.url, "--store", str(root), "--stream", "SFS", "--json")
+    result = run_cli(
+        "run", "--nats-url", filled.url, "--store", str(root), "--stream", "SFS", "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert [r["stream"] for r in json.loads(result.stdout)] == ["SFS"]
     assert [p.name for p in root.iterdir()] == ["stream=SFS"]
 
 
-def test_environment_and_policy_file_give_settings_flags_win(filled: NatsServer, tmp_path: Path) -> None:
+def test_environment_and_policy_file_give_settings_flags_win(
+    filled: NatsServer, tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(f"nats:\n  url: nats://127.0.0.1:{free_port()}\narchive:\n  streams: [AUTH]\n")
+    policy.write_text(
+        f"nats:\n  url: nats://127.0.0.1:{free_port()}\narchive:\n  streams: [AUTH]\n"
+    )
     root = tmp_path / "archive"
     env = {"ARCHIVER_STORE": str(root)}
     # The policy's URL leads nowhere; the flag overrides it.
@@ -143,36 +166,60 @@ def test_unknown_stream_is_exit_2_nothing_written(filled: NatsServer, tmp_path: 
 
 
 def s3_env(s3: SeaweedS3, **changes: str) -> dict[str, str]:
-    env = {**s3.env(), "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-           "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        **s3.env(),
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     env.update(changes)
     return env
 
 
-def test_s3_wrong_credentials_one_line_exit_1_secret_not_shown(filled: NatsServer, s3_server: SeaweedS3) -> None:
+def test_s3_wrong_credentials_one_line_exit_1_secret_not_shown(
+    filled: NatsServer, s3_server: SeaweedS3
+) -> None:
     env = s3_env(s3_server, AWS_SECRET_ACCESS_KEY="wrong-secret-value")
-    result = run_cli("run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/creds", env=env)
+    result = run_cli(
+        "run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/creds", env=env
+    )
     assert result.returncode == 1
     line = one_line(result.stderr)
     assert "credential" in line.lower()
     assert "wrong-secret-value" not in result.stderr + result.stdout
-    assert not list(s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix="creds/").get("Contents", []))
+    assert not list(
+        s3_server.client()
+        .list_objects_v2(Bucket=s3_server.bucket, Prefix="creds/")
+        .get("Contents", [])
+    )
 
 
-def test_s3_missing_bucket_and_unreachable_endpoint(filled: NatsServer, s3_server: SeaweedS3) -> None:
+def test_s3_missing_bucket_and_unreachable_endpoint(
+    filled: NatsServer, s3_server: SeaweedS3
+) -> None:
     env = s3_env(s3_server)
     missing = run_cli("run", "--nats-url", filled.url, "--store", "s3://no-such-bucket/x", env=env)
     assert missing.returncode == 1
     assert "no-such-bucket" in one_line(missing.stderr)
     env = s3_env(s3_server, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
-    down = run_cli("run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/x", env=env)
+    down = run_cli(
+        "run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/x", env=env
+    )
     assert down.returncode == 1
     assert "cannot reach" in one_line(down.stderr).lower()
 
 
 def test_run_against_s3_through_the_cli(filled: NatsServer, s3_server: SeaweedS3) -> None:
     env = s3_env(s3_server)
-    result = run_cli("run", "--nats-url", filled.url, "--store", f"s3://{s3_server.bucket}/cli", "--json", env=env)
+    result = run_cli(
+        "run",
+        "--nats-url",
+        filled.url,
+        "--store",
+        f"s3://{s3_server.bucket}/cli",
+        "--json",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert sum(r["messages"] for r in json.loads(result.stdout)) == 55
     ls = run_cli("ls", "--store", f"s3://{s3_server.bucket}/cli", "--json", env=env)

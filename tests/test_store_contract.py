@@ -146,13 +146,18 @@ def test_list_is_in_key_order_and_filters_by_prefix(store: Store) -> None:
 
 def test_list_dirs(store: Store) -> None:
     for key in [
-        "stream=A/date=2024-01-02/g1.parquet", "stream=A/date=2024-01-01/g1.parquet",
-        "stream=A/_gaps/g1.json.zst", "stream=B/date=2024-01-01/g1.parquet", "top.json",
+        "stream=A/date=2024-01-02/g1.parquet",
+        "stream=A/date=2024-01-01/g1.parquet",
+        "stream=A/_gaps/g1.json.zst",
+        "stream=B/date=2024-01-01/g1.parquet",
+        "top.json",
     ]:
         store.put_bytes(key, b"x")
     assert store.list_dirs("") == ["stream=A/", "stream=B/"]
     assert store.list_dirs("stream=A/") == [
-        "stream=A/_gaps/", "stream=A/date=2024-01-01/", "stream=A/date=2024-01-02/",
+        "stream=A/_gaps/",
+        "stream=A/date=2024-01-01/",
+        "stream=A/date=2024-01-02/",
     ]
     assert store.list_dirs("stream=A/date=2024-01-01/") == []
     assert store.list_dirs("nothing/") == []
@@ -186,9 +191,7 @@ def test_delete(store: Store) -> None:
     assert store.get_bytes("gone") == b"2"
 
 
-def test_multipart_roundtrip_is_byte_identical(
-    make_store: StoreFactory, tmp_path: Path
-) -> None:
+def test_multipart_roundtrip_is_byte_identical(make_store: StoreFactory, tmp_path: Path) -> None:
     store = make_store(**MULTIPART)
     path, sha = write_file(tmp_path / "big", os.urandom(BIG))
     store.put_file("big/file.parquet", path, sha)
@@ -215,10 +218,12 @@ def test_racing_multipart_writers_have_one_winner(
         # SeaweedFS 4.48 lets racing completes all succeed (last one wins). S3Store
         # reads the digest back, which turns those losers into AlreadyExists, but a
         # loser that reads before the last winner completes still believes it won.
-        request.applymarker(pytest.mark.xfail(
-            reason="SeaweedFS: If-None-Match on CompleteMultipartUpload is not atomic",
-            strict=False,
-        ))
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="SeaweedFS: If-None-Match on CompleteMultipartUpload is not atomic",
+                strict=False,
+            )
+        )
     store = make_store(**MULTIPART)
     files = [write_file(tmp_path / f"f{i}", os.urandom(6 * MIB)) for i in range(4)]
     barrier = threading.Barrier(len(files))
@@ -288,17 +293,23 @@ def test_open_store_schemes(tmp_path: Path) -> None:
     assert open_store("s3://bucket", S3Options(region="us-east-1")).describe() == "s3://bucket"
 
 
-@pytest.mark.parametrize("url", ["", "gs://bucket/x", "s3://", "s3:///x",
-                                 "file://otherhost/x"])
+@pytest.mark.parametrize("url", ["", "gs://bucket/x", "s3://", "s3:///x", "file://otherhost/x"])
 def test_open_store_refuses_unknown_urls(url: str) -> None:
     with pytest.raises(UsageError):
         open_store(url)
 
 
-@pytest.mark.parametrize("bad", [
-    {"addressing_style": "sideways"}, {"checksum": "always"}, {"sse": "rot13"},
-    {"sse_kms_key_id": "k"}, {"part_size": MIB}, {"max_attempts": 0},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"addressing_style": "sideways"},
+        {"checksum": "always"},
+        {"sse": "rot13"},
+        {"sse_kms_key_id": "k"},
+        {"part_size": MIB},
+        {"max_attempts": 0},
+    ],
+)
 def test_s3_options_are_validated(bad: dict[str, Any]) -> None:
     with pytest.raises(UsageError):
         S3Options(**bad)
@@ -326,13 +337,19 @@ def test_s3_unreachable_endpoint(s3_store_factory: Callable[..., S3Store]) -> No
     assert err.type is StoreError and f"127.0.0.1:{port}" in one_line(err)
 
 
-@pytest.mark.parametrize(("variable", "value", "code"), [
-    ("AWS_SECRET_ACCESS_KEY", "wrong-secret", "SignatureDoesNotMatch"),
-    ("AWS_ACCESS_KEY_ID", "nobody", "InvalidAccessKeyId"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "code"),
+    [
+        ("AWS_SECRET_ACCESS_KEY", "wrong-secret", "SignatureDoesNotMatch"),
+        ("AWS_ACCESS_KEY_ID", "nobody", "InvalidAccessKeyId"),
+    ],
+)
 def test_s3_bad_credentials(
-    s3_store_factory: Callable[..., S3Store], monkeypatch: pytest.MonkeyPatch,
-    variable: str, value: str, code: str,
+    s3_store_factory: Callable[..., S3Store],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    code: str,
 ) -> None:
     monkeypatch.setenv(variable, value)
     store = s3_store_factory()

@@ -202,9 +202,7 @@ class LocalStore:
     def _walk(self, directory: str, key_prefix: str, stem: str = "") -> Iterator[ObjectInfo]:
         try:
             with os.scandir(directory) as it:
-                entries = [
-                    e for e in it if not e.name.startswith(".") and e.name.startswith(stem)
-                ]
+                entries = [e for e in it if not e.name.startswith(".") and e.name.startswith(stem)]
         except FileNotFoundError:
             return  # never written, or deleted meanwhile: no objects here either way
         # Sorting a directory as "name/" makes the walk yield exact key order: every key
@@ -230,8 +228,11 @@ class LocalStore:
         try:
             with os.scandir(base) as it:
                 names = [
-                    e.name for e in it
-                    if e.is_dir() and not e.name.startswith(".") and e.name.startswith(stem)
+                    e.name
+                    for e in it
+                    if e.is_dir()
+                    and not e.name.startswith(".")
+                    and e.name.startswith(stem)
                     and _has_visible_file(e.path)
                 ]
         except FileNotFoundError:

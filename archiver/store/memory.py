@@ -72,7 +72,8 @@ class MemoryStore:
         """Objects under ``prefix`` in key order, from a snapshot taken at the call."""
         with self._lock:
             snapshot = sorted(
-                (key, len(data)) for key, (data, _) in self._objects.items()
+                (key, len(data))
+                for key, (data, _) in self._objects.items()
                 if key.startswith(prefix)
             )
         return iter([ObjectInfo(key, size) for key, size in snapshot])
@@ -81,7 +82,7 @@ class MemoryStore:
         """Key prefixes one ``/`` deeper than ``prefix``, as S3's delimiter listing does."""
         dirs: set[str] = set()
         for info in self.list(prefix):
-            head, slash, _ = info.key[len(prefix):].partition("/")
+            head, slash, _ = info.key[len(prefix) :].partition("/")
             if slash:
                 dirs.add(f"{prefix}{head}/")
         return sorted(dirs)

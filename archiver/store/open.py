@@ -1,8 +1,8 @@
 """Turn a store URL from the command line into a ``Store``.
 
-    s3://bucket/prefix     S3 or an S3-compatible server (see ``S3Options``)
-    file:///abs/path       a local directory; a plain path means the same
-    memory://              a fresh in-memory store (tests)
+s3://bucket/prefix     S3 or an S3-compatible server (see ``S3Options``)
+file:///abs/path       a local directory; a plain path means the same
+memory://              a fresh in-memory store (tests)
 """
 
 from __future__ import annotations

@@ -53,7 +53,9 @@ class RangeFile(io.RawIOBase):
     def _read(self, start: int, length: int) -> bytes:
         if start >= self._tail_start:
             if not self._cache:
-                self._cache = self.store.get_range(self.key, self._tail_start, self.size - self._tail_start)
+                self._cache = self.store.get_range(
+                    self.key, self._tail_start, self.size - self._tail_start
+                )
             offset = start - self._cache_start
             return self._cache[offset : offset + length]
         return self.store.get_range(self.key, start, length)

@@ -55,8 +55,14 @@ _CHAIN_HINT = (
 )
 _ENDPOINT_HINT = "check --s3-endpoint / AWS_ENDPOINT_URL"
 _CREDENTIAL_CODES = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-     "TokenRefreshRequired", "InvalidClientTokenId"}
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "InvalidClientTokenId",
+    }
 )
 # A conditional write lost: 412 when the key exists, 409 when another write raced ours.
 _TAKEN_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
@@ -89,8 +95,7 @@ def make_client(options: S3Options) -> S3Client:
     checksum = cast(Literal["when_supported", "when_required"], options.checksum)
     config = Config(
         region_name=options.region,
-        s3={"addressing_style": cast(Literal["auto", "virtual", "path"],
-                                     options.addressing_style)},
+        s3={"addressing_style": cast(Literal["auto", "virtual", "path"], options.addressing_style)},
         request_checksum_calculation=checksum,
         response_checksum_validation=checksum,
         connect_timeout=options.connect_timeout,
@@ -167,14 +172,14 @@ class S3Store:
 
     def _error(self, exc: Exception, doing: str, key: str | None = None) -> StoreError:
         """One clear line for a botocore error. ``key`` None means a bucket-level call."""
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError
-                      | CredentialRetrievalError):
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
             return StoreError("no usable AWS credentials found", hint=_CHAIN_HINT)
         if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
             return StoreError(f"cannot reach S3 endpoint {self.endpoint}", hint=_ENDPOINT_HINT)
         if isinstance(exc, ReadTimeoutError):
-            return StoreError(f"S3 endpoint {self.endpoint} timed out while {doing} "
-                              f"{self._where(key)}")
+            return StoreError(
+                f"S3 endpoint {self.endpoint} timed out while {doing} {self._where(key)}"
+            )
         if isinstance(exc, ClientError):
             return self._client_error(exc, doing, key)
         return StoreError(f"S3 {doing} {self._where(key)} failed: {_one_line(exc)}")
@@ -182,11 +187,14 @@ class S3Store:
     def _client_error(self, exc: ClientError, doing: str, key: str | None) -> StoreError:
         code, status = _code(exc), _status(exc)
         if code in _CREDENTIAL_CODES:
-            return StoreError(f"S3 at {self.endpoint} rejected the credentials ({code})",
-                              hint=_CHAIN_HINT)
+            return StoreError(
+                f"S3 at {self.endpoint} rejected the credentials ({code})", hint=_CHAIN_HINT
+            )
         if code == "NoSuchBucket" or (status == 404 and key is None):
-            return StoreError(f"bucket {self.bucket} does not exist at {self.endpoint}",
-                              hint="the archiver never creates buckets; create it first")
+            return StoreError(
+                f"bucket {self.bucket} does not exist at {self.endpoint}",
+                hint="the archiver never creates buckets; create it first",
+            )
         if code == "NoSuchKey" or status == 404:
             return StoreError(f"{self._where(key)} does not exist")
         if code in ("AccessDenied", "403") or status == 403:
@@ -196,11 +204,14 @@ class S3Store:
                 hint=_CHAIN_HINT,
             )
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
-            return StoreError(f"bucket {self.bucket} is in another region ({code})",
-                              hint="set --s3-region / AWS_REGION to the bucket's region")
+            return StoreError(
+                f"bucket {self.bucket} is in another region ({code})",
+                hint="set --s3-region / AWS_REGION to the bucket's region",
+            )
         message = _one_line(exc.response.get("Error", {}).get("Message", ""))
-        return StoreError(f"S3 {doing} {self._where(key)} failed: {status} {code} {message}"
-                          .rstrip())
+        return StoreError(
+            f"S3 {doing} {self._where(key)} failed: {status} {code} {message}".rstrip()
+        )
 
     # -- the Store protocol ------------------------------------------------------------
 
@@ -230,8 +241,12 @@ class S3Store:
     def _put_object(self, key: str, body: bytes | IO[bytes], sha256: str) -> None:
         try:
             self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*",
-                Metadata={"sha256": sha256}, **self._extra,
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=body,
+                IfNoneMatch="*",
+                Metadata={"sha256": sha256},
+                **self._extra,
             )
         except ClientError as exc:
             if _code(exc) not in _TAKEN_CODES:
@@ -274,8 +289,11 @@ class S3Store:
         try:
             parts = self._upload_parts(key, upload_id, path, self._part_size(size))
             self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
-                MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
             )
         except ClientError as exc:
             self._abort(key, upload_id)
@@ -301,7 +319,9 @@ class S3Store:
     def _create_upload(self, key: str, sha256: str) -> str:
         try:
             upload = self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=self._key(key), Metadata={"sha256": sha256},
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Metadata={"sha256": sha256},
                 **self._extra,
             )
         except _BotoError as exc:
@@ -330,8 +350,11 @@ class S3Store:
             while chunk := f.read(part_size):
                 number = len(parts) + 1
                 response = self._client.upload_part(
-                    Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
-                    PartNumber=number, Body=chunk,
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
                 )
                 parts.append({"PartNumber": number, "ETag": response["ETag"]})
                 failpoints.hit("mid-upload")

@@ -33,7 +33,7 @@ def common_options(func: F) -> F:
         click.option(
             "--store",
             envvar="ARCHIVER_STORE",
-            help="Archive location: s3://bucket/prefix, file:///path or a path [default: ./archive].",
+            help="Archive: s3://bucket/prefix, file:///path or a path [default: ./archive].",
         ),
         click.option(
             "--policy",

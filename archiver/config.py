@@ -75,6 +75,13 @@ class S3Policy(_Strict):
     sse: Literal["AES256", "aws:kms"] | None = None
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
+    multipart_threshold: int | str = "64MiB"
+    part_size: int | str = "16MiB"
+
+    @field_validator("multipart_threshold", "part_size")
+    @classmethod
+    def _size(cls, v: int | str) -> int:
+        return parse_size(v)
 
 
 class StorePolicy(_Strict):
@@ -187,6 +194,8 @@ def resolve(flags: dict[str, Any]) -> Settings:
         sse=s.s3.sse,
         sse_kms_key_id=s.s3.sse_kms_key_id,
         storage_class=s.s3.storage_class,
+        multipart_threshold=int(s.s3.multipart_threshold),
+        part_size=int(s.s3.part_size),
     )
     limits = FileLimits(
         compression_level=a.compression_level,

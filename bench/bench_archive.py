@@ -660,6 +660,7 @@ def main() -> int:
 
         results_dir = HERE / "results"
         results_dir.mkdir(exist_ok=True)
+        report = ""
         if args.profile:
             say("archiver run in-process under cProfile ...")
             target = targets.new()
@@ -671,8 +672,6 @@ def main() -> int:
                 doc["profile"] = figures
             finally:
                 target.cleanup()
-            # With --json the profile report goes to stderr: stdout stays one document.
-            print(report, file=sys.stderr if args.json else sys.stdout)
 
         out = results_dir / f"archive-{stamp}.json"
         out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -680,6 +679,9 @@ def main() -> int:
             print(json.dumps(doc, indent=2))
         else:
             print(table(doc))
+        if args.profile:
+            # With --json the profile report goes to stderr: stdout stays one document.
+            print(report, file=sys.stderr if args.json else sys.stdout)
         say(f"results written to {out}")
         return 0 if doc["verify"]["ok"] and doc.get("profile", {}).get("verified", True) else 1
     finally:

@@ -93,8 +93,8 @@ class NatsServer:
     def _write_conf(self) -> Path:
         conf = self.store_dir / "server.conf"
         lines = [
-            "listen: 127.0.0.1:%d" % self.port,
-            "jetstream { store_dir: %s }" % (self.store_dir / "js"),
+            f"listen: 127.0.0.1:{self.port}",
+            f"jetstream {{ store_dir: {self.store_dir / 'js'} }}",
         ]
         if self.max_payload:
             lines.append(f"max_payload: {self.max_payload}")

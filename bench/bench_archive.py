@@ -572,6 +572,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    # Other work on the machine skews every figure; a high load before we start says so.
+    load_before = os.getloadavg()[0]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     scratch = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     server = NatsServer(newest_binary(), scratch / "nats")
@@ -647,6 +649,7 @@ def main() -> int:
                        "store": targets.kind, "repeat": args.repeat,
                        "subjects": 50, "header_fraction": 0.1},
             "versions": versions(),
+            "load_avg_1m_before": round(load_before, 2),
             "fill": fill,
             "raw": raw,
             "archiver": arch,

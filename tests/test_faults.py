@@ -1,0 +1,93 @@
+"""S3 trouble mid-run, and the lease as a fence: retried when transient, clean when not."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from helpers import data_keys, publish, read_archive, settings
+from natsserver import NatsServer
+from s3server import FaultProxy
+from test_archive import add_streams
+
+from archiver.archive import run
+from archiver.cutter import FileLimits
+from archiver.lease import LeaseHeld, LeaseLost, Leases
+from archiver.natsconn import NatsOptions, connect
+from archiver.store.open import S3Options
+from archiver.store.s3 import S3Store
+
+N = 2000
+
+
+@pytest.fixture
+def stream(nats: NatsServer) -> NatsServer:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 9}.login" for i in range(N)]))
+    return nats
+
+
+def through_proxy(store: S3Store, proxy: FaultProxy, attempts: int = 3) -> tuple[str, S3Options]:
+    options = S3Options(endpoint_url=proxy.endpoint, max_attempts=attempts, read_timeout=5)
+    return f"s3://{store.bucket}/{store.prefix}", options
+
+
+def small_files() -> FileLimits:
+    return FileLimits(row_group_rows=1000, max_rows=500)
+
+
+def test_transient_s3_errors_are_retried(
+    stream: NatsServer, s3_store: S3Store, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    url, options = through_proxy(s3_store, fault_proxy, attempts=5)
+    fault_proxy.inject("503", "^PUT ", times=2)
+    fault_proxy.inject("drop", "^PUT ", times=1)
+    result = asyncio.run(run(settings(stream.url, url, s3=options, limits=small_files())))[0]
+    assert result.error is None and result.messages == N
+    assert len(fault_proxy.injected) == 3
+    seqs = read_archive(s3_store, tmp_path).column("seq").to_pylist()
+    assert sorted(seqs) == list(range(1, N + 1))
+
+
+def test_persistent_s3_failure_ends_with_exit_1_and_nothing_half_committed(
+    stream: NatsServer, s3_store: S3Store, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    url, options = through_proxy(s3_store, fault_proxy, attempts=2)
+    # The first file goes through; every later PUT fails.
+    fault_proxy.inject("503", "^PUT .*-00000000000000000501-", times=50)
+    result = asyncio.run(run(settings(stream.url, url, s3=options, limits=small_files())))[0]
+    assert result.exit_code == 1 and result.error is not None
+    assert len(data_keys(s3_store)) == 1
+    # The next run, with S3 healthy again, continues exactly where the archive ends.
+    fault_proxy.close()
+    healthy = S3Options(endpoint_url=None, max_attempts=3)
+    again = asyncio.run(run(settings(stream.url, url, s3=healthy, limits=small_files())))[0]
+    assert again.error is None and again.from_seq == 501
+    seqs = read_archive(s3_store, tmp_path).column("seq").to_pylist()
+    assert sorted(seqs) == list(range(1, N + 1)) and len(seqs) == len(set(seqs))
+
+
+def test_lease_is_exclusive_and_a_lost_lease_stops_commits(nats: NatsServer) -> None:
+    asyncio.run(_lease_case(nats))
+
+
+async def _lease_case(nats: NatsServer) -> None:
+    nc = await connect(NatsOptions(url=nats.url))
+    try:
+        first, second = Leases(nc, "leases", ttl=30), Leases(nc, "leases", ttl=30)
+        held = await first.acquire("AUTH")
+        with pytest.raises(LeaseHeld):
+            await second.acquire("AUTH")
+        await held.renew()
+        # Another run takes over after the lease ended (simulated by purging the key).
+        kv = await nc.jetstream().key_value("leases")
+        await kv.purge("stream.AUTH")
+        taken = await second.acquire("AUTH")
+        with pytest.raises(LeaseLost):
+            await held.renew()
+        await taken.release()
+        again = await first.acquire("AUTH")
+        await again.release()
+    finally:
+        await nc.close()

@@ -20,11 +20,13 @@ from archiver.cutter import Cutter
 from archiver.errors import ArchiverError, DataAtRisk, UsageError
 from archiver.gaps import Gap, GapKind, classify, lost_count
 from archiver.lease import Lease, LeaseHeld, Leases
+from archiver.listing import read_footer
 from archiver.natsconn import RawClient, connect
 from archiver.records import Batch
 from archiver.source import reader_for
 from archiver.store import Store, open_store
-from archiver.streams import StreamInfo, list_streams, stream_info
+from archiver.streams import StreamInfo, get_message, list_streams, stream_info
+from archiver.timefmt import format_ns
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ async def archive_stream(
                 f"{done}: the stream lost messages or was rebuilt",
                 hint="investigate before archiving more; nothing was written",
             )
+        await _check_boundary(nc, store, info, done)
         result = StreamResult(info.name, done + 1, info.last_seq, generation=generation)
         if done < info.last_seq:
             await _copy(nc, store, settings, lease, info, done, result)
@@ -127,6 +130,27 @@ async def archive_stream(
         await lease.release()
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+async def _check_boundary(nc: RawClient, store: Store, info: StreamInfo, done: int) -> None:
+    """The server's message at our last archived seq must be the one we archived.
+
+    A cluster that lost acknowledged writes and then took new ones can have a last
+    sequence above ours while the sequences themselves now hold other messages.
+    """
+    if done < info.first_seq:
+        return
+    newest = await asyncio.to_thread(catalog.last_file, store, info.name, info.generation)
+    if newest is None or newest.name.last_seq != done:
+        return
+    meta = await asyncio.to_thread(read_footer, store, newest.key, newest.size)
+    server = await get_message(nc, info.name, done)
+    if server is not None and str(server.time_ns) != meta.get("last_time_ns"):
+        raise DataAtRisk(
+            f"stream {info.name} diverged from the archive: seq {done} now holds a message "
+            f"stored at {format_ns(server.time_ns)}, not the archived {meta.get('last_time')}",
+            hint="the stream lost and rewrote messages; investigate before archiving more",
+        )
 
 
 async def _copy(

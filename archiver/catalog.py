@@ -35,25 +35,30 @@ def gap_records(store: Store, stream: str) -> list[GapName]:
     return [g for g in found if g is not None]
 
 
-def resume_after(store: Store, stream: str, generation: str) -> int:
-    """The highest sequence this generation's archive accounts for (0: nothing yet).
+def last_file(store: Store, stream: str, generation: str) -> DataFile | None:
+    """The generation's data file with the highest sequences, or None.
 
     Walks the date partitions newest first and stops at the first that holds a file of
     the generation, so a run lists one or two days, not years of files.
     """
-    gaps = [g.last_seq for g in gap_records(store, stream) if g.generation == generation]
-    best = max(gaps, default=0)
     for prefix in reversed(store.list_dirs(layout.stream_prefix(stream))):
         if layout.parse_date_prefix(prefix) is None:
             continue
-        seqs = [
-            n.last_seq
+        files = [
+            DataFile(o.key, n, o.size)
             for o in store.list(prefix)
             if (n := layout.parse_data_key(o.key)) is not None and n.generation == generation
         ]
-        if seqs:
-            return max(best, *seqs)
-    return best
+        if files:
+            return max(files, key=lambda f: f.name.last_seq)
+    return None
+
+
+def resume_after(store: Store, stream: str, generation: str) -> int:
+    """The highest sequence this generation's archive accounts for (0: nothing yet)."""
+    gaps = [g.last_seq for g in gap_records(store, stream) if g.generation == generation]
+    newest = last_file(store, stream, generation)
+    return max([*gaps, newest.name.last_seq if newest else 0])
 
 
 def streams_in_archive(store: Store) -> list[str]:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow.parquet as pq
 
 from archiver import catalog
 from archiver.config import Settings
 from archiver.errors import StoreError
 from archiver.segment import META_PREFIX
-from archiver.store import open_store
+from archiver.store import Store, open_store
 from archiver.store.rangefile import RangeFile
 
 
@@ -21,7 +19,7 @@ def list_files(settings: Settings, streams: tuple[str, ...]) -> list[dict[str, o
     rows: list[dict[str, object]] = []
     for stream in streams or tuple(catalog.streams_in_archive(store)):
         for f in catalog.data_files(store, stream):
-            meta = _footer(store, f.key, f.size)
+            meta = read_footer(store, f.key, f.size)
             rows.append(
                 {
                     "stream": stream,
@@ -38,7 +36,8 @@ def list_files(settings: Settings, streams: tuple[str, ...]) -> list[dict[str, o
     return rows
 
 
-def _footer(store: Any, key: str, size: int) -> dict[str, str]:
+def read_footer(store: Store, key: str, size: int) -> dict[str, str]:
+    """A data file's ``archiver.*`` metadata (prefix stripped), read by byte range."""
     try:
         raw = pq.ParquetFile(RangeFile(store, key, size)).metadata.metadata or {}
     except (OSError, ValueError) as exc:

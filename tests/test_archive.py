@@ -324,3 +324,35 @@ async def _consumerless_case(nats: NatsServer, tmp_path: Path, retention: str) -
 async def _consumers(js: object, stream: str) -> list[object]:
     jsm = js._jsm  # type: ignore[attr-defined]
     return list(await jsm.consumers_info(stream))
+
+
+def test_stream_whose_boundary_message_changed_is_not_resumed(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Same generation and a high enough last sequence, but our last seq holds another message."""
+    import pyarrow.parquet as pq
+
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 20))
+    asyncio.run(run(cfg))
+    # Make the archive remember a different time for seq 20, as if the server had
+    # lost it and stored another message under that number since.
+    store = open_store(str(root))
+    key = data_keys(store)[0]
+    local = tmp_path / "f.parquet"
+    store.download(key, local)
+    table = pq.read_table(local)
+    meta = dict(pq.read_metadata(local).metadata)
+    meta[b"archiver.last_time_ns"] = b"1"
+    pq.write_table(table.replace_schema_metadata(meta), local)
+    store.delete(key)
+    store.put_bytes(key, local.read_bytes())
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 5))
+
+    result = asyncio.run(run(cfg))[0]
+    assert result.exit_code == 3 and result.error and "diverged" in result.error
+    assert data_keys(store) == [key]

@@ -1,0 +1,129 @@
+"""The reader: exact frames, holes in consumer sequences, fixed end points, paging."""
+
+from __future__ import annotations
+
+import asyncio
+
+from helpers import publish
+from natsserver import NatsServer
+from test_archive import add_streams, delete_msgs
+
+from archiver.natsconn import NatsOptions, RawClient, connect
+from archiver.records import Batch
+from archiver.source import ConsumerReader
+from archiver.streams import list_streams
+
+
+async def read_all(reader: ConsumerReader) -> Batch:
+    out = Batch()
+    async for batch in reader.batches():
+        for i in range(len(batch)):
+            out.append(
+                batch.seqs[i],
+                batch.subjects[i],
+                batch.times_ns[i],
+                batch.raw_headers[i],
+                batch.datas[i],
+            )
+    return out
+
+
+class DroppingClient(RawClient):
+    """Loses chosen deliveries on the way in, as a slow consumer or a lost pull would."""
+
+    def __init__(self, drop_at: set[int]) -> None:
+        super().__init__()
+        self.drop_at = drop_at
+        self.seen = 0
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        if reply.startswith(b"$JS.ACK."):
+            self.seen += 1
+            if self.seen in self.drop_at:
+                return
+        await super()._process_msg(sid, subject, reply, data, headers)
+
+
+def test_a_lost_delivery_is_noticed_and_re_read(nats: NatsServer) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.{i}" for i in range(5000)]))
+
+    async def case() -> tuple[Batch, int]:
+        nc = DroppingClient({100, 2500})
+        await nc.connect(servers=[nats.url])
+        try:
+            reader = ConsumerReader(nc, "AUTH", 1, 5000, fetch_rows=1000)
+            return await read_all(reader), reader.restarts
+        finally:
+            await nc.close()
+
+    batch, restarts = asyncio.run(case())
+    assert batch.seqs == list(range(1, 5001))
+    assert batch.subjects[:3] == ["auth.0", "auth.1", "auth.2"]
+    assert restarts == 2
+
+
+def test_reader_stops_at_the_end_point_while_messages_keep_arriving(nats: NatsServer) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 300))
+
+    async def case() -> Batch:
+        nc = await connect(NatsOptions(url=nats.url))
+        try:
+            reader = ConsumerReader(nc, "AUTH", 1, 300, fetch_rows=50)
+            feeder = asyncio.create_task(publish(nats.url, "AUTH", ["auth.late"] * 500))
+            got = await read_all(reader)
+            await feeder
+            return got
+        finally:
+            await nc.close()
+
+    assert asyncio.run(case()).seqs == list(range(1, 301))
+
+
+def test_reader_ends_when_the_last_messages_were_deleted(nats: NatsServer) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 20))
+    asyncio.run(delete_msgs(nats.url, "AUTH", [19, 20]))
+
+    async def case() -> Batch:
+        nc = await connect(NatsOptions(url=nats.url))
+        try:
+            return await read_all(ConsumerReader(nc, "AUTH", 5, 20, stall_timeout=3))
+        finally:
+            await nc.close()
+
+    assert asyncio.run(case()).seqs == list(range(5, 19))
+
+
+def test_a_message_larger_than_the_fetch_byte_cap_is_still_read(nats: NatsServer) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.big"] * 3, payload=b"b" * 50_000))
+
+    async def case() -> Batch:
+        nc = await connect(NatsOptions(url=nats.url))
+        try:
+            return await read_all(ConsumerReader(nc, "AUTH", 1, 3, fetch_bytes=1000))
+        finally:
+            await nc.close()
+
+    got = asyncio.run(case())
+    assert got.seqs == [1, 2, 3] and all(len(d) == 50_000 for d in got.datas)
+
+
+def test_listing_pages_past_256_streams(nats: NatsServer) -> None:
+    async def case() -> list[str]:
+        nc = await connect(NatsOptions(url=nats.url))
+        try:
+            js = nc.jetstream()
+            await asyncio.gather(
+                *(js.add_stream(name=f"S{i:03d}", subjects=[f"s{i}.>"]) for i in range(300))
+            )
+            return [s.name for s in await list_streams(nc)]
+        finally:
+            await nc.close()
+
+    names = asyncio.run(case())
+    assert sorted(names) == [f"S{i:03d}" for i in range(300)]

@@ -237,7 +237,8 @@ _SLOW_DOWN = (
     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_SLOW_DOWN_BODY)
 ) + _SLOW_DOWN_BODY
 
-Fault = Literal["503", "drop"]
+Fault = Literal["503", "drop", "stall"]
+STALL_SECONDS = 3.0
 
 
 def _header(head: bytes, name: bytes) -> bytes | None:
@@ -257,7 +258,8 @@ def _close(sock: socket.socket) -> None:
 class FaultProxy:
     """A TCP proxy to the S3 port that can spoil chosen requests.
 
-    ``inject("503", "^GET ")`` answers the next request whose request line matches the
+    ``inject("stall", "^PUT ")`` is like drop, but keeps the connection silent for
+    ``STALL_SECONDS`` first, so the client hits its read timeout. ``inject("503", "^GET ")`` answers the next request whose request line matches the
     regex ``^GET `` with 503 Slow Down (without forwarding it). ``inject("drop", "^PUT ")``
     forwards the next matching request and then cuts the connection instead of
     relaying the response: the server acted, the client never heard. Everything else
@@ -335,12 +337,13 @@ class FaultProxy:
             _close(client)
             return
         drop = threading.Event()
+        stall = threading.Event()
         responses = threading.Thread(
-            target=self._relay_responses, args=(upstream, client, drop), daemon=True
+            target=self._relay_responses, args=(upstream, client, drop, stall), daemon=True
         )
         responses.start()
         try:
-            self._relay_requests(client, upstream, drop)
+            self._relay_requests(client, upstream, drop, stall)
         except OSError:
             pass
         finally:
@@ -349,7 +352,11 @@ class FaultProxy:
             responses.join(5)
 
     def _relay_requests(
-        self, client: socket.socket, upstream: socket.socket, drop: threading.Event
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        drop: threading.Event,
+        stall: threading.Event,
     ) -> None:
         buf = b""
         while True:
@@ -368,8 +375,10 @@ class FaultProxy:
                     self._skip(client, buf, length)
                 client.sendall(_SLOW_DOWN)
                 return
-            if fault == "drop":
+            if fault in ("drop", "stall"):
                 drop.set()
+            if fault == "stall":
+                stall.set()
             upstream.sendall(head)
             buf = self._forward(client, upstream, buf, length)
 
@@ -398,7 +407,10 @@ class FaultProxy:
 
     @staticmethod
     def _relay_responses(
-        upstream: socket.socket, client: socket.socket, drop: threading.Event
+        upstream: socket.socket,
+        client: socket.socket,
+        drop: threading.Event,
+        stall: threading.Event,
     ) -> None:
         buf = b""
         try:
@@ -412,6 +424,9 @@ class FaultProxy:
                     interim, _, buf = buf.partition(b"\r\n\r\n")
                     client.sendall(interim + b"\r\n\r\n")
                 if len(buf) >= 12 and not buf.startswith(b"HTTP/1.1 100"):
+                    if stall.is_set():
+                        # Say nothing until the client's read timeout has passed.
+                        time.sleep(STALL_SECONDS)
                     return  # the server answered; the client must never hear it
         except OSError:
             pass

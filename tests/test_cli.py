@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -210,17 +211,18 @@ def test_s3_missing_bucket_and_unreachable_endpoint(
 
 def test_run_against_s3_through_the_cli(filled: NatsServer, s3_server: SeaweedS3) -> None:
     env = s3_env(s3_server)
+    prefix = f"cli-{uuid.uuid4().hex[:8]}"
     result = run_cli(
         "run",
         "--nats-url",
         filled.url,
         "--store",
-        f"s3://{s3_server.bucket}/cli",
+        f"s3://{s3_server.bucket}/{prefix}",
         "--json",
         env=env,
     )
     assert result.returncode == 0, result.stderr
     assert sum(r["messages"] for r in json.loads(result.stdout)) == 55
-    ls = run_cli("ls", "--store", f"s3://{s3_server.bucket}/cli", "--json", env=env)
+    ls = run_cli("ls", "--store", f"s3://{s3_server.bucket}/{prefix}", "--json", env=env)
     assert ls.returncode == 0, ls.stderr
     assert sum(f["rows"] for f in json.loads(ls.stdout)) == 55

@@ -50,6 +50,20 @@ def test_transient_s3_errors_are_retried(
     assert sorted(seqs) == list(range(1, N + 1))
 
 
+def test_s3_timeout_mid_upload_is_retried_without_a_duplicate(
+    stream: NatsServer, s3_store: S3Store, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    url, _ = through_proxy(s3_store, fault_proxy)
+    options = S3Options(endpoint_url=fault_proxy.endpoint, max_attempts=3, read_timeout=1)
+    # The PUT reaches S3, the answer never comes back: a timeout after the server acted.
+    fault_proxy.inject("stall", "^PUT ", times=1)
+    result = asyncio.run(run(settings(stream.url, url, s3=options, limits=small_files())))[0]
+    assert result.error is None and result.messages == N
+    assert fault_proxy.injected and fault_proxy.injected[0].startswith("stall")
+    seqs = read_archive(s3_store, tmp_path).column("seq").to_pylist()
+    assert sorted(seqs) == list(range(1, N + 1)) and len(seqs) == len(set(seqs))
+
+
 def test_persistent_s3_failure_ends_with_exit_1_and_nothing_half_committed(
     stream: NatsServer, s3_store: S3Store, fault_proxy: FaultProxy, tmp_path: Path
 ) -> None:

@@ -226,3 +226,30 @@ def test_run_against_s3_through_the_cli(filled: NatsServer, s3_server: SeaweedS3
     ls = run_cli("ls", "--store", f"s3://{s3_server.bucket}/{prefix}", "--json", env=env)
     assert ls.returncode == 0, ls.stderr
     assert sum(f["rows"] for f in json.loads(ls.stdout)) == 55
+
+
+def test_wrong_nats_credentials_one_line_exit_1(tmp_path: Path) -> None:
+    from natsserver import binary_for
+
+    server = NatsServer(
+        binary_for("newest"),
+        tmp_path / "nats",
+        extra_conf='authorization { user: archiver, password: "right-pass" }',
+    )
+    (tmp_path / "nats").mkdir()
+    server.start()
+    try:
+        root = tmp_path / "archive"
+        bad = f"nats://archiver:wrong-pass@127.0.0.1:{server.port}"
+        result = run_cli("run", "--nats-url", bad, "--store", str(root))
+        assert result.returncode == 1
+        line = one_line(result.stderr)
+        assert "refused our credentials" in line
+        assert "wrong-pass" not in result.stderr + result.stdout
+        assert nothing_written(root)
+        good = f"nats://archiver:right-pass@127.0.0.1:{server.port}"
+        ok = run_cli("run", "--nats-url", good, "--store", str(root), "--json")
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout) == []
+    finally:
+        server.stop()

@@ -125,7 +125,13 @@ async def archive_stream(
         await _check_boundary(nc, store, info, done)
         result = StreamResult(info.name, done + 1, info.last_seq, generation=generation)
         if done < info.last_seq:
-            await _copy(nc, store, settings, lease, info, done, result)
+            try:
+                await _copy(nc, store, settings, lease, info, done, result)
+            except ArchiverError as exc:
+                # Keep what was committed before the failure in the summary.
+                result.error = f"{exc}; {exc.hint}" if exc.hint else str(exc)
+                result.error_exit = exc.exit_code
+                log.error("%s: %s", info.name, result.error)
     finally:
         await lease.release()
     result.seconds = round(time.monotonic() - started, 3)

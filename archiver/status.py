@@ -61,8 +61,9 @@ async def stream_status(
     age: float | None = None
     expires: float | None = None
     if behind:
-        if archived + 1 < info.first_seq:
-            # Unarchived messages are already gone; the next run records them.
+        if archived and archived + 1 < info.first_seq:
+            # Unarchived messages are already gone; the next run records them. (Before a
+            # generation's first run nothing was promised: see GapKind.BEFORE_ARCHIVE.)
             lost += info.first_seq - (archived + 1)
         oldest = await get_message(nc, info.name, max(archived + 1, info.first_seq), next_any=True)
         if oldest is not None:

@@ -356,3 +356,31 @@ def test_stream_whose_boundary_message_changed_is_not_resumed(
     result = asyncio.run(run(cfg))[0]
     assert result.exit_code == 3 and result.error and "diverged" in result.error
     assert data_keys(store) == [key]
+
+
+def test_first_run_does_not_count_what_was_gone_before_it_as_lost(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    from archiver.store import open_store
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.old"] * 10))
+    asyncio.run(_purge(nats.url, "AUTH"))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.new"] * 5))
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root), at_risk_margin_s=0.0)
+    assert asyncio.run(status(cfg))[0].state is State.OK
+    result = asyncio.run(run(cfg))[0]
+    assert (result.lost, result.messages, result.exit_code) == (0, 5, 0)
+    store = open_store(str(root))
+    (record,) = [o.key for o in store.list(layout.gap_prefix("AUTH"))]
+    gaps = decode_record(store.get_bytes(record))
+    assert [(g.first_seq, g.last_seq, g.kind) for g in gaps] == [(1, 10, GapKind.BEFORE_ARCHIVE)]
+
+
+async def _purge(url: str, stream: str) -> None:
+    nc = await connect(NatsOptions(url=url))
+    try:
+        await nc.jetstream().purge_stream(stream)
+    finally:
+        await nc.close()

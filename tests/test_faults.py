@@ -72,6 +72,7 @@ def test_persistent_s3_failure_ends_with_exit_1_and_nothing_half_committed(
     fault_proxy.inject("503", "^PUT .*-00000000000000000501-", times=50)
     result = asyncio.run(run(settings(stream.url, url, s3=options, limits=small_files())))[0]
     assert result.exit_code == 1 and result.error is not None
+    assert (result.files, result.messages) == (1, 500), "the committed part is reported"
     assert len(data_keys(s3_store)) == 1
     # The next run, with S3 healthy again, continues exactly where the archive ends.
     fault_proxy.close()

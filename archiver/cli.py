@@ -166,6 +166,22 @@ def main() -> None:
     Exit codes: 0 success, 1 operational error, 2 usage error or refused unsafe
     action, 3 data at risk or lost.
     """
+    _return_memory_promptly()
+
+
+def _return_memory_promptly() -> None:
+    """Use jemalloc with immediate decay for Arrow buffers where pyarrow has it.
+
+    Arrow's default allocator keeps freed row-group buffers around (40-55 MB measured
+    on a 1M-message run); a CronJob pod's memory limit is better spent elsewhere.
+    """
+    import pyarrow as pa
+
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:
+        logging.getLogger(__name__).debug("pyarrow built without jemalloc; default pool")
 
 
 @main.command()

@@ -49,8 +49,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# The tests' server helpers start nats-server and SeaweedFS on free loopback ports.
-sys.path.insert(0, str(ROOT / "tests"))
+# fill.py sits beside this file; the tests' helpers start nats-server and SeaweedFS on
+# free loopback ports.
+sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
 from fill import PipelinedPublisher, payload_maker  # noqa: E402
 from natsserver import NatsServer, newest_binary  # noqa: E402
@@ -63,9 +64,16 @@ RSS_POLL_S = 0.05
 
 # Keep boto3 (ours and the archiver's) on the local SeaweedFS credentials only.
 _AWS_ISOLATION = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
 )
 
 
@@ -82,31 +90,30 @@ class ForeignCpu:
     """CPU seconds used by processes outside this benchmark's own process tree.
 
     On a 2-core machine anything else running (a test suite, say) skews every figure,
-    so each phase reports how much CPU others took meanwhile. A process's reaped
-    children count towards it, so short-lived helpers are not missed; a process that
-    both starts and exits within the phase without a parent that reaps it is.
+    so each phase reports how much CPU others took meanwhile: the machine's busy time
+    (user + nice + system, from /proc/stat) minus our tree's (this process, its reaped
+    children and its live descendants, such as the nats-server). Interrupt time is left
+    out: loopback networking is mostly our own.
     """
 
     def __init__(self) -> None:
-        self.mine = os.getpid()
+        self.me = psutil.Process()
         self.start = self._snapshot()
 
-    def _snapshot(self) -> dict[tuple[int, float], float]:
-        ours = {self.mine, *(c.pid for c in psutil.Process(self.mine).children(recursive=True))}
-        totals: dict[tuple[int, float], float] = {}
-        for proc in psutil.process_iter(["create_time", "cpu_times"]):
-            times = proc.info["cpu_times"]
-            if proc.pid in ours or times is None:
-                continue
-            busy = times.user + times.system + times.children_user + times.children_system
-            totals[(proc.pid, proc.info["create_time"])] = busy
-        return totals
+    def _snapshot(self) -> float:
+        machine = psutil.cpu_times()
+        busy = machine.user + machine.nice + machine.system
+        ours = 0.0
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                ours += t.user + t.system + t.children_user + t.children_system
+        return busy - ours
 
     def seconds(self) -> float:
         """CPU seconds others used since construction (or the last call), then restart."""
         now = self._snapshot()
-        used = sum(busy - self.start.get(key, 0.0) for key, busy in now.items())
-        self.start = now
+        used, self.start = now - self.start, now
         return round(max(used, 0.0), 2)
 
 
@@ -123,8 +130,10 @@ async def create_and_fill(url: str, port: int, count: int, size: int) -> dict[st
         stats = await PipelinedPublisher("127.0.0.1", port).run(count, make)
         state = (await js.stream_info(STREAM)).state
         if (state.messages, state.first_seq, state.last_seq) != (count, 1, count):
-            raise RuntimeError(f"stream holds {state.messages} messages "
-                               f"({state.first_seq}..{state.last_seq}), expected 1..{count}")
+            raise RuntimeError(
+                f"stream holds {state.messages} messages "
+                f"({state.first_seq}..{state.last_seq}), expected 1..{count}"
+            )
     finally:
         await nc.close()
     return {
@@ -171,8 +180,10 @@ class Counter:
 
 def drain_result(counter: Counter, seconds: float, expected_bytes: int) -> dict[str, Any]:
     if counter.count != counter.target or counter.nbytes != expected_bytes:
-        raise RuntimeError(f"drain got {counter.count} messages / {counter.nbytes} bytes, "
-                           f"expected {counter.target} / {expected_bytes}")
+        raise RuntimeError(
+            f"drain got {counter.count} messages / {counter.nbytes} bytes, "
+            f"expected {counter.target} / {expected_bytes}"
+        )
     return {
         "seconds": round(seconds, 3),
         "msgs_per_s": round(rate(counter.count, seconds)),
@@ -200,15 +211,15 @@ async def drain_ordered_push(url: str, count: int, expected_bytes: int) -> dict[
     return drain_result(counter, seconds, expected_bytes)
 
 
-async def drain_pull_fetch(url: str, count: int, expected_bytes: int,
-                           batch: int) -> dict[str, Any]:
+async def drain_pull_fetch(url: str, count: int, expected_bytes: int, batch: int) -> dict[str, Any]:
     """nats-py's pull consumer (AckNone, in memory, like the archiver's) via ``fetch(batch)``."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
         counter = Counter(count)
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True,
-                                inactive_threshold=60.0)
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=60.0
+        )
         started = time.perf_counter()
         psub = await js.pull_subscribe("bench.>", stream=STREAM, config=config)
         while counter.count < count:
@@ -227,9 +238,14 @@ async def drain_pull_fetch(url: str, count: int, expected_bytes: int,
 class Target:
     """Where one archiver run writes, how to point the archiver there, and its files."""
 
-    def __init__(self, store_url: str, env: dict[str, str | None],
-                 files: Callable[[], list[Path]], size: Callable[[], int],
-                 cleanup: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        env: dict[str, str | None],
+        files: Callable[[], list[Path]],
+        size: Callable[[], int],
+        cleanup: Callable[[], None],
+    ) -> None:
         self.store_url = store_url
         self.env = env
         """Environment changes for the archiver; None removes a variable."""
@@ -280,8 +296,14 @@ class S3Targets:
         self.client = self.server.client()
         # Removed, not emptied: boto3 takes AWS_PROFILE="" as a profile named "".
         self.env: dict[str, str | None] = dict.fromkeys(_AWS_ISOLATION)
-        self.env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                         "AWS_EC2_METADATA_DISABLED": "true", **self.server.env()})
+        self.env.update(
+            {
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true",
+                **self.server.env(),
+            }
+        )
 
     def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         pages = self.client.get_paginator("list_objects_v2")
@@ -296,7 +318,7 @@ class S3Targets:
             paths = []
             for obj in self._objects(prefix):
                 if obj["Key"].endswith(".parquet"):
-                    path = local / obj["Key"][len(prefix):]
+                    path = local / obj["Key"][len(prefix) :]
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self.client.download_file(self.server.bucket, obj["Key"], str(path))
                     paths.append(path)
@@ -334,8 +356,17 @@ def run_archiver(url: str, target: Target) -> dict[str, Any]:
     once it has exited). ``getrusage(RUSAGE_CHILDREN)`` would give the same figure for
     the first child but mixes in every earlier one (repeats, SeaweedFS); wait4 does not.
     """
-    command = [*archiver_command(), "run", "--nats-url", url, "--store", target.store_url,
-               "--stream", STREAM, "--json"]
+    command = [
+        *archiver_command(),
+        "run",
+        "--nats-url",
+        url,
+        "--store",
+        target.store_url,
+        "--stream",
+        STREAM,
+        "--json",
+    ]
     env = {k: v for k, v in {**os.environ, **target.env}.items() if v is not None}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
@@ -395,10 +426,15 @@ def verify(files: list[Path], count: int, fill: dict[str, Any]) -> dict[str, Any
         "payload_bytes": (payload, fill["payload_bytes"]),
         "header_rows": (with_headers, fill["header_messages"]),
     }
-    problems = [f"{name} is {got}, expected {want}"
-                for name, (got, want) in checks.items() if got != want]
-    return {"ok": not problems, "files": len(files), "problems": problems,
-            **{name: got for name, (got, _) in checks.items()}}
+    problems = [
+        f"{name} is {got}, expected {want}" for name, (got, want) in checks.items() if got != want
+    ]
+    return {
+        "ok": not problems,
+        "files": len(files),
+        "problems": problems,
+        **{name: got for name, (got, _) in checks.items()},
+    }
 
 
 # ---------------------------------------------------------------------------- profile
@@ -451,8 +487,11 @@ class ThreadProfiles:
 
     def stats(self, which: str) -> pstats.Stats:
         stream = io.StringIO()
-        profiles = {"loop": [self.loop_profile], "workers": self.worker_profiles,
-                    "all": [self.loop_profile, *self.worker_profiles]}[which]
+        profiles = {
+            "loop": [self.loop_profile],
+            "workers": self.worker_profiles,
+            "all": [self.loop_profile, *self.worker_profiles],
+        }[which]
         stats = pstats.Stats(profiles[0], stream=stream)
         for extra in profiles[1:]:
             stats.add(extra)
@@ -468,6 +507,12 @@ def print_stats(stats: pstats.Stats, sort: str, limit: int, title: str) -> str:
 
 def total_time(stats: pstats.Stats) -> float:
     return float(stats.total_tt)  # type: ignore[attr-defined]
+
+
+def waiting_time(stats: pstats.Stats) -> float:
+    """Time the event loop spent blocked in epoll, i.e. waiting for the network."""
+    table: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    return sum(row[2] for (_, _, name), row in table.items() if "select.epoll" in name)
 
 
 def run_profiled(url: str, target: Target, out_path: Path) -> tuple[dict[str, Any], str]:
@@ -498,15 +543,18 @@ def run_profiled(url: str, target: Target, out_path: Path) -> tuple[dict[str, An
         "wall_s": round(wall, 3),
         "result": result,
         "loop_thread_s": round(total_time(loop_stats), 3),
+        "loop_waiting_s": round(waiting_time(loop_stats), 3),
         "worker_threads_s": round(total_time(worker_stats), 3),
         "worker_threads": len(profiles.worker_profiles),
         "profile_file": str(out_path),
     }
     report = (
-        f"\nProfiled archiver pass: {wall:.2f} s wall (cProfile slows Python code), "
-        f"profiled time in the event-loop thread (reader) {figures['loop_thread_s']:.2f} s, "
-        f"in {figures['worker_threads']} worker thread(s) (Parquet writer) "
-        f"{figures['worker_threads_s']:.2f} s. Profile saved to {out_path}."
+        f"\nProfiled archiver pass: {wall:.2f} s wall (cProfile slows Python code).\n"
+        f"Event-loop thread (reader): {figures['loop_thread_s']:.2f} s, of which "
+        f"{figures['loop_waiting_s']:.2f} s waiting in epoll.\n"
+        f"{figures['worker_threads']} worker thread(s) (Parquet writer): "
+        f"{figures['worker_threads_s']:.2f} s in calls (including waits for the GIL).\n"
+        f"Profile saved to {out_path}."
         + print_stats(combined, "cumulative", 25, "all threads, top 25 by cumulative time")
         + print_stats(loop_stats, "tottime", 15, "event-loop thread, top 15 by own time")
         + print_stats(worker_stats, "tottime", 15, "worker threads, top 15 by own time")
@@ -524,8 +572,9 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "?"
 
-    server = subprocess.run([newest_binary(), "--version"], capture_output=True, text=True,
-                            check=False).stdout.strip()
+    server = subprocess.run(
+        [newest_binary(), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     return {
         "python": platform.python_version(),
         "nats_server": server.removeprefix("nats-server: "),
@@ -543,6 +592,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     median = dict(ordered[(len(ordered) - 1) // 2])
     if len(runs) > 1:
         median["all_msgs_per_s"] = [r["msgs_per_s"] for r in runs]
+        median["all_foreign_cpu_s"] = [r["foreign_cpu_s"] for r in runs]
     return median
 
 
@@ -553,12 +603,18 @@ def table(doc: dict[str, Any]) -> str:
         ("fill (pipelined acked publish)", fill, ""),
         ("raw: nats-py ordered push", push, ""),
         (f"raw: nats-py pull fetch({raw['fetch_batch']})", pull, ""),
-        (f"archiver run ({doc['params']['store']})", arch,
-         f"wall {arch['wall_s']:.2f} s incl. start-up"),
+        (
+            f"archiver run ({doc['params']['store']})",
+            arch,
+            f"wall {arch['wall_s']:.2f} s incl. start-up",
+        ),
     ]
     lines = [f"{'':34} {'msgs/s':>10} {'MB/s':>8} {'seconds':>8} {'others CPU s':>13}"]
-    lines += [f"{name:34} {r['msgs_per_s']:>10,} {r['mb_per_s']:>8.1f} {r['seconds']:>8.2f} "
-              f"{r['foreign_cpu_s']:>13.2f}  {note}".rstrip() for name, r, note in rows]
+    lines += [
+        f"{name:34} {r['msgs_per_s']:>10,} {r['mb_per_s']:>8.1f} {r['seconds']:>8.2f} "
+        f"{r['foreign_cpu_s']:>13.2f}  {note}".rstrip()
+        for name, r, note in rows
+    ]
     verify_line = "OK" if doc["verify"]["ok"] else "FAILED " + "; ".join(doc["verify"]["problems"])
     lines += [
         "",
@@ -578,8 +634,10 @@ def table(doc: dict[str, Any]) -> str:
         lines.append(f"WARNING: archiver peak RSS is above {RSS_LIMIT_MB} MB")
     busy = [name for name, r, _ in rows if r["foreign_cpu_s"] > 0.1 * r["seconds"]]
     if busy:
-        lines.append(f"NOTE: other processes used over 10% of a core during: {', '.join(busy)}; "
-                     "those figures are likely low")
+        lines.append(
+            f"NOTE: other processes used over 10% of a core during: {', '.join(busy)}; "
+            "those figures are likely low"
+        )
     return "\n".join(lines)
 
 
@@ -587,27 +645,46 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=1_000_000, help="N [%(default)s]")
     parser.add_argument("--size", type=int, default=300, help="payload bytes, about [%(default)s]")
-    parser.add_argument("--store", default=None,
-                        help="'s3' (a local SeaweedFS), or a directory to hold the archives "
-                             "[default: the run's temp directory]")
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="'s3' (a local SeaweedFS), or a directory to hold the archives "
+        "[default: the run's temp directory]",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="measure drains and archiver this many times; report medians")
-    parser.add_argument("--fetch-batch", type=int, default=10_000,
-                        help="batch for the pull-fetch drain [%(default)s]")
-    parser.add_argument("--profile", action="store_true",
-                        help="also run the archiver in-process under cProfile and print the top")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temp dir (server store, archives) for inspection")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure drains and archiver this many times; report medians",
+    )
+    parser.add_argument(
+        "--fetch-batch",
+        type=int,
+        default=10_000,
+        help="batch for the pull-fetch drain [%(default)s]",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the archiver in-process under cProfile and print the top",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temp dir (server store, archives) for inspection",
+    )
     return parser.parse_args()
 
 
-def archiver_round(url: str, targets: LocalTargets | S3Targets, count: int,
-                   fill: dict[str, Any]) -> dict[str, Any]:
+def archiver_round(
+    url: str, targets: LocalTargets | S3Targets, count: int, fill: dict[str, Any]
+) -> dict[str, Any]:
     """One measured ``archiver run`` into a fresh target, verified, then cleaned up."""
     target = targets.new()
     others = ForeignCpu()
@@ -617,17 +694,19 @@ def archiver_round(url: str, targets: LocalTargets | S3Targets, count: int,
         result = run["result"]
         seconds = float(result["seconds"])
         archive_bytes = target.archive_bytes()
-        run.update({
-            # The archiver's own figure for the stream pass: from taking the lease to
-            # the last commit, without interpreter start-up and imports (see wall_s).
-            "seconds": seconds,
-            "msgs_per_s": round(rate(result["messages"], seconds)),
-            "mb_per_s": round(rate(fill["payload_bytes"] / MB, seconds), 1),
-            "wall_msgs_per_s": round(rate(result["messages"], run["wall_s"])),
-            "archive_bytes": archive_bytes,
-            "files": result["files"],
-            "bytes_per_payload_byte": round(archive_bytes / fill["payload_bytes"], 4),
-        })
+        run.update(
+            {
+                # The archiver's own figure for the stream pass: from taking the lease to
+                # the last commit, without interpreter start-up and imports (see wall_s).
+                "seconds": seconds,
+                "msgs_per_s": round(rate(result["messages"], seconds)),
+                "mb_per_s": round(rate(fill["payload_bytes"] / MB, seconds), 1),
+                "wall_msgs_per_s": round(rate(result["messages"], run["wall_s"])),
+                "archive_bytes": archive_bytes,
+                "files": result["files"],
+                "bytes_per_payload_byte": round(archive_bytes / fill["payload_bytes"], 4),
+            }
+        )
         say(f"  {run['msgs_per_s']:,} msgs/s, peak RSS {run['peak_rss_mb']} MB; verifying ...")
         check = verify(target.parquet_files(), count, fill)
         if result["lost"] or result["error"] or result["messages"] != count:
@@ -640,8 +719,9 @@ def archiver_round(url: str, targets: LocalTargets | S3Targets, count: int,
         target.cleanup()
 
 
-def measure(args: argparse.Namespace, server: NatsServer,
-            targets: LocalTargets | S3Targets) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, server: NatsServer, targets: LocalTargets | S3Targets
+) -> dict[str, Any]:
     """Fill once, then drains and archiver runs (``--repeat`` times); the result document."""
     say(f"filling {STREAM} with {args.messages:,} messages of ~{args.size} B ...")
     others = ForeignCpu()
@@ -654,13 +734,17 @@ def measure(args: argparse.Namespace, server: NatsServer,
         tag = f" ({attempt + 1}/{args.repeat})" if args.repeat > 1 else ""
         say(f"raw drain, ordered push consumer{tag} ...")
         others.seconds()
-        push_runs.append(asyncio.run(
-            drain_ordered_push(server.url, args.messages, fill["payload_bytes"])))
+        push_runs.append(
+            asyncio.run(drain_ordered_push(server.url, args.messages, fill["payload_bytes"]))
+        )
         push_runs[-1]["foreign_cpu_s"] = others.seconds()
         say(f"  {push_runs[-1]['msgs_per_s']:,} msgs/s")
         say(f"raw drain, pull fetch({args.fetch_batch}){tag} ...")
-        pull_runs.append(asyncio.run(drain_pull_fetch(
-            server.url, args.messages, fill["payload_bytes"], args.fetch_batch)))
+        pull_runs.append(
+            asyncio.run(
+                drain_pull_fetch(server.url, args.messages, fill["payload_bytes"], args.fetch_batch)
+            )
+        )
         pull_runs[-1]["foreign_cpu_s"] = others.seconds()
         say(f"  {pull_runs[-1]['msgs_per_s']:,} msgs/s")
         say(f"archiver run{tag} ...")
@@ -668,9 +752,14 @@ def measure(args: argparse.Namespace, server: NatsServer,
 
     push, pull = summarize_runs(push_runs), summarize_runs(pull_runs)
     best = "ordered_push" if push["msgs_per_s"] >= pull["msgs_per_s"] else "pull_fetch"
-    raw = {"ordered_push": push, "pull_fetch": pull, "fetch_batch": args.fetch_batch,
-           "best": best, "msgs_per_s": max(push["msgs_per_s"], pull["msgs_per_s"]),
-           "mb_per_s": max(push["mb_per_s"], pull["mb_per_s"])}
+    raw = {
+        "ordered_push": push,
+        "pull_fetch": pull,
+        "fetch_batch": args.fetch_batch,
+        "best": best,
+        "msgs_per_s": max(push["msgs_per_s"], pull["msgs_per_s"]),
+        "mb_per_s": max(push["mb_per_s"], pull["mb_per_s"]),
+    }
     arch = summarize_runs(arch_runs)
     # Memory is judged by the worst run, not the median one.
     arch["peak_rss_mb"] = max(r["peak_rss_mb"] for r in arch_runs)
@@ -678,8 +767,14 @@ def measure(args: argparse.Namespace, server: NatsServer,
     problems = [p for r in arch_runs for p in r["verify"]["problems"]]
     return {
         "benchmark": "archive",
-        "params": {"messages": args.messages, "size": args.size, "store": targets.kind,
-                   "repeat": args.repeat, "subjects": 50, "header_fraction": 0.1},
+        "params": {
+            "messages": args.messages,
+            "size": args.size,
+            "store": targets.kind,
+            "repeat": args.repeat,
+            "subjects": 50,
+            "header_fraction": 0.1,
+        },
         "versions": versions(),
         "fill": fill,
         "raw": raw,
@@ -693,8 +788,9 @@ def measure(args: argparse.Namespace, server: NatsServer,
     }
 
 
-def profile_round(url: str, targets: LocalTargets | S3Targets, count: int,
-                  fill: dict[str, Any], out_path: Path) -> tuple[dict[str, Any], str]:
+def profile_round(
+    url: str, targets: LocalTargets | S3Targets, count: int, fill: dict[str, Any], out_path: Path
+) -> tuple[dict[str, Any], str]:
     """The ``--profile`` pass into a fresh target, verified like the measured runs."""
     say("archiver run in-process under cProfile ...")
     target = targets.new()
@@ -726,13 +822,20 @@ def main() -> int:
             targets = LocalTargets(base, keep=args.keep)
         server.start()
         say(f"nats-server on {server.url}, store {scratch / 'nats'}")
-        doc = {"timestamp": stamp, "load_avg_1m_before": round(load_before, 2),
-               **measure(args, server, targets)}
+        doc = {
+            "timestamp": stamp,
+            "load_avg_1m_before": round(load_before, 2),
+            **measure(args, server, targets),
+        }
         report = ""
         if args.profile:
             doc["profile"], report = profile_round(
-                server.url, targets, args.messages, doc["fill"],
-                results_dir / f"profile-{stamp}.prof")
+                server.url,
+                targets,
+                args.messages,
+                doc["fill"],
+                results_dir / f"profile-{stamp}.prof",
+            )
 
         out = results_dir / f"archive-{stamp}.json"
         out.write_text(json.dumps(doc, indent=2) + "\n")

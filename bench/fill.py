@@ -25,16 +25,65 @@ HEADER_EVERY = 10
 """About one message in this many carries a small header block."""
 
 _VOCAB = (
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-    "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
-    "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "order",
-    "payment", "refund", "shipment", "invoice", "customer", "warehouse", "parcel", "delayed",
-    "confirmed", "pending", "cancelled", "express", "standard", "priority", "return",
-    "exchange", "voucher", "discount", "loyalty",
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "order",
+    "payment",
+    "refund",
+    "shipment",
+    "invoice",
+    "customer",
+    "warehouse",
+    "parcel",
+    "delayed",
+    "confirmed",
+    "pending",
+    "cancelled",
+    "express",
+    "standard",
+    "priority",
+    "return",
+    "exchange",
+    "voucher",
+    "discount",
+    "loyalty",
 )
-_EVENTS = ("order.created", "order.paid", "order.shipped", "order.cancelled",
-           "payment.authorized", "payment.captured", "refund.issued", "cart.updated",
-           "user.login", "user.logout")
+_EVENTS = (
+    "order.created",
+    "order.paid",
+    "order.shipped",
+    "order.cancelled",
+    "payment.authorized",
+    "payment.captured",
+    "refund.issued",
+    "cart.updated",
+    "user.login",
+    "user.logout",
+)
 _COUNTRIES = ("DE", "FR", "NL", "US", "GB", "ES", "IT", "PL", "SE", "JP", "BR", "IN")
 _CURRENCIES = ("EUR", "USD", "GBP", "JPY", "BRL", "INR", "PLN", "SEK")
 _ACK_PREFIX = b"_BENCHFILL."
@@ -58,17 +107,23 @@ def payload_maker(size: int, seed: int = 1) -> Callable[[int], Message]:
     rnd = random.Random(seed)
     getrandbits = rnd.getrandbits
     notes = [" ".join(rnd.choices(_VOCAB, k=max(4, size // 4))) for _ in range(1 << 16)]
-    combos = [f'"type":"{e}","country":"{c}","currency":"{u}"'
-              for e in _EVENTS for c in _COUNTRIES for u in _CURRENCIES]
+    combos = [
+        f'"type":"{e}","country":"{c}","currency":"{u}"'
+        for e in _EVENTS
+        for c in _COUNTRIES
+        for u in _CURRENCIES
+    ]
     jitter = max(1, size // 5)
     base_ms = 1_778_000_000_000
 
     def make(i: int) -> Message:
         r = getrandbits(96)  # one draw, sliced into every random field below
-        head = (f'{{"id":"{getrandbits(64):016x}","seq":{i},{combos[r % len(combos)]},'
-                f'"ts":{base_ms + i * 7 + (r >> 90)},"user":{(r >> 20) & 0xFFFFF},'
-                f'"amount":{(r >> 40) % 50000 / 100},"qty":{(r >> 10) % 9 + 1},'
-                f'"sku":"SKU-{(r >> 44) & 0xFFFF:05d}","note":"')
+        head = (
+            f'{{"id":"{getrandbits(64):016x}","seq":{i},{combos[r % len(combos)]},'
+            f'"ts":{base_ms + i * 7 + (r >> 90)},"user":{(r >> 20) & 0xFFFFF},'
+            f'"amount":{(r >> 40) % 50000 / 100},"qty":{(r >> 10) % 9 + 1},'
+            f'"sku":"SKU-{(r >> 44) & 0xFFFF:05d}","note":"'
+        )
         room = size - len(head) - 2 + (r >> 60) % jitter - jitter // 2
         payload = (head + notes[(r >> 64) & 0xFFFF][: max(0, room)] + '"}').encode()
         header = None
@@ -166,8 +221,16 @@ class _AckReader(asyncio.Protocol):
 class PipelinedPublisher:
     """Publishes ``count`` messages with up to ``window`` unacknowledged at a time."""
 
-    def __init__(self, host: str, port: int, *, window: int = 4000, chunk: int = 500,
-                 stall_timeout: float = 30.0, max_resends: int = 10_000) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        window: int = 4000,
+        chunk: int = 500,
+        stall_timeout: float = 30.0,
+        max_resends: int = 10_000,
+    ) -> None:
         self.host, self.port = host, port
         self.window = window
         self.chunk = chunk
@@ -190,12 +253,15 @@ class PipelinedPublisher:
     async def run(self, count: int, make: Callable[[int], Message]) -> FillStats:
         loop = asyncio.get_running_loop()
         transport, proto = await loop.create_connection(
-            lambda: _AckReader(self._on_ack), self.host, self.port)
+            lambda: _AckReader(self._on_ack), self.host, self.port
+        )
         self._proto = proto
         try:
-            transport.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'
-                            b'"no_responders":true,"name":"bench-fill"}\r\n'
-                            b"SUB " + _ACK_PREFIX + b"* 1\r\nPING\r\n")
+            transport.write(
+                b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'
+                b'"no_responders":true,"name":"bench-fill"}\r\n'
+                b"SUB " + _ACK_PREFIX + b"* 1\r\nPING\r\n"
+            )
             # The PONG proves CONNECT and SUB were processed before the first publish.
             await asyncio.wait_for(proto.pong.wait(), 10)
             started = time.perf_counter()
@@ -205,8 +271,13 @@ class PipelinedPublisher:
             transport.close()
         return self.stats
 
-    async def _pump(self, transport: asyncio.Transport, proto: _AckReader, count: int,
-                    make: Callable[[int], Message]) -> None:
+    async def _pump(
+        self,
+        transport: asyncio.Transport,
+        proto: _AckReader,
+        count: int,
+        make: Callable[[int], Message],
+    ) -> None:
         stats = self.stats
         next_index = 0
         while next_index < count or self.inflight:
@@ -239,8 +310,10 @@ class PipelinedPublisher:
             try:
                 await asyncio.wait_for(proto.progress.wait(), self.stall_timeout)
             except TimeoutError:
-                raise FillError(f"no acks for {self.stall_timeout:.0f}s with "
-                                f"{len(self.inflight)} publishes in flight") from None
+                raise FillError(
+                    f"no acks for {self.stall_timeout:.0f}s with "
+                    f"{len(self.inflight)} publishes in flight"
+                ) from None
 
     def _frame(self, msg: Message, index: int) -> bytes:
         stats = self.stats
@@ -254,4 +327,10 @@ class PipelinedPublisher:
         stats.header_bytes += len(msg.header)
         total = len(msg.header) + len(msg.payload)
         return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
-            subject, reply, len(msg.header), total, msg.header, msg.payload)
+            subject,
+            reply,
+            len(msg.header),
+            total,
+            msg.header,
+            msg.payload,
+        )

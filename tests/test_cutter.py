@@ -1,0 +1,115 @@
+"""Files are cut by UTC day and size, committed in order, each after its gap record."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from archiver import layout
+from archiver.cutter import Cutter, FileLimits
+from archiver.gaps import Gap, GapKind, decode_record
+from archiver.records import Batch
+from archiver.store.memory import MemoryStore
+
+MIDNIGHT_NS = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+
+
+def batch(seqs: list[int], times: list[int]) -> Batch:
+    b = Batch()
+    for seq, t in zip(seqs, times, strict=True):
+        b.append(seq, f"auth.{seq}", t, None, b"x" * 10)
+    return b
+
+
+def cutter(store: MemoryStore, tmp_path: Path, **limits: int) -> tuple[Cutter, list[str]]:
+    order: list[str] = []
+    c = Cutter(
+        store,
+        "AUTH",
+        "20260101T000000000000Z",
+        "{}",
+        FileLimits(row_group_rows=1000, **limits),
+        tmp_path,
+        before_commit=lambda: order.append("renew"),
+    )
+    return c, order
+
+
+def keys(store: MemoryStore) -> list[str]:
+    return [o.key for o in store.list("")]
+
+
+def test_a_file_never_spans_two_utc_days(tmp_path: Path) -> None:
+    store = MemoryStore()
+    c, _ = cutter(store, tmp_path)
+    before, after = MIDNIGHT_NS - 2_000, MIDNIGHT_NS + 5
+    c.add(batch([1, 2, 3, 4], [before, before + 1, after, after + 1]))
+    c.finish()
+    names = [layout.parse_data_key(k) for k in keys(store)]
+    assert [(n.day.isoformat(), n.first_seq, n.last_seq) for n in names if n] == [
+        ("2026-02-28", 1, 2),
+        ("2026-03-01", 3, 4),
+    ]
+
+
+def test_times_going_back_across_midnight_still_cut(tmp_path: Path) -> None:
+    store = MemoryStore()
+    c, _ = cutter(store, tmp_path)
+    c.add(batch([1, 2, 3], [MIDNIGHT_NS + 1, MIDNIGHT_NS - 1, MIDNIGHT_NS + 2]))
+    c.finish()
+    names = [layout.parse_data_key(k) for k in keys(store)]
+    days = sorted((n.first_seq, n.day.isoformat()) for n in names if n)
+    assert days == [(1, "2026-03-01"), (2, "2026-02-28"), (3, "2026-03-01")]
+
+
+def test_row_limit_cuts_files(tmp_path: Path) -> None:
+    store = MemoryStore()
+    c, _ = cutter(store, tmp_path, max_rows=3)
+    c.add(batch(list(range(1, 8)), [MIDNIGHT_NS + i for i in range(7)]))
+    c.finish()
+    names = [layout.parse_data_key(k) for k in keys(store)]
+    assert [(n.first_seq, n.last_seq) for n in names if n] == [(1, 3), (4, 6), (7, 7)]
+    assert c.totals.files == 3 and c.totals.messages == 7
+
+
+def test_gap_record_is_committed_before_the_file_after_it(tmp_path: Path) -> None:
+    store = MemoryStore()
+    c, order = cutter(store, tmp_path, max_rows=2)
+    committed: list[str] = []
+    real_put_file, real_put_bytes = store.put_file, store.put_bytes
+    store.put_file = lambda k, p, h: (committed.append(k), real_put_file(k, p, h))  # type: ignore[method-assign]
+    store.put_bytes = lambda k, d: (committed.append(k), real_put_bytes(k, d))  # type: ignore[method-assign]
+    c.add(batch([1, 2], [MIDNIGHT_NS, MIDNIGHT_NS + 1]))
+    c.add_gaps([Gap(3, 5, GapKind.DELETED)])
+    c.add(batch([6, 7], [MIDNIGHT_NS + 2, MIDNIGHT_NS + 3]))
+    c.add_gaps([Gap(8, 9, GapKind.EXPIRED)])
+    c.finish()
+    kinds = ["gap" if "_gaps" in k else "data" for k in committed]
+    assert kinds == ["data", "gap", "data", "gap"]
+    assert order == ["renew"] * 4, "the lease is renewed before every commit"
+    last = decode_record(store.get_bytes(committed[-1]))
+    assert last == [Gap(8, 9, GapKind.EXPIRED)] and committed[-1].endswith("-lost.json.zst")
+
+
+def test_a_failed_commit_leaves_nothing_and_no_spool_file(tmp_path: Path) -> None:
+    store = MemoryStore()
+
+    def refuse() -> None:
+        raise RuntimeError("lease lost")
+
+    c = Cutter(
+        store,
+        "AUTH",
+        "20260101T000000000000Z",
+        "{}",
+        FileLimits(row_group_rows=1000, max_rows=2),
+        tmp_path,
+        before_commit=refuse,
+    )
+    with pytest.raises(RuntimeError):
+        c.add(batch([1, 2], [MIDNIGHT_NS, MIDNIGHT_NS + 1]))
+    c.abort()
+    assert keys(store) == []
+    assert list(tmp_path.iterdir()) == []

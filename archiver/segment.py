@@ -309,6 +309,7 @@ class SegmentWriter:
         self._last_seq: int | None = None
         self._first_time_ns: int | None = None
         self._last_time_ns: int | None = None
+        self._max_message_bytes = 0
 
     # -- state
 
@@ -368,6 +369,7 @@ class SegmentWriter:
         self._hash.update(table)
         size = _binary_size(table.column("data")) + _binary_size(table.column("raw_headers"))
         self._account(batch, size)
+        self._max_message_bytes = max(self._max_message_bytes, _largest_message(table))
         self._pending.append(table)
         self._pending_rows += table.num_rows
         self._pending_bytes += size
@@ -497,6 +499,8 @@ class SegmentWriter:
             "archiver_version": __version__,
             "stream_config": self._stream_config,
             "content_hash": self._hash.hexdigest(),
+            # Replay checks the target's size limits from footers alone.
+            "max_message_bytes": str(self._max_message_bytes),
         }
         metadata = {META_PREFIX + key: value for key, value in own.items()}
         for key, value in extra.items():
@@ -506,6 +510,14 @@ class SegmentWriter:
                 raise ValueError(f"extra metadata key {key!r} would replace the writer's own")
             metadata[key] = value
         return metadata
+
+
+def _largest_message(table: Any) -> int:
+    """The largest header block plus payload of the rows, in bytes."""
+    data = pc.binary_length(table.column("data"))
+    headers = pc.fill_null(pc.binary_length(table.column("raw_headers")), 0)
+    largest = pc.max(pc.add(data, headers)).as_py()
+    return int(largest or 0)
 
 
 def _binary_size(column: Any) -> int:

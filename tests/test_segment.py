@@ -128,7 +128,8 @@ def test_time_is_utc_micros_and_time_ns_exact(tmp_path: Path) -> None:
 
 def test_metadata_keys_and_values(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
-    summary = write_segment(path, [make_batch(10)])
+    first = make_batch(10)
+    summary = write_segment(path, [first])
     # close() with extra goes through the same path; exercise it on a second file.
     path2 = tmp_path / "s2.parquet"
     writer = SegmentWriter(
@@ -157,6 +158,9 @@ def test_metadata_keys_and_values(tmp_path: Path) -> None:
         "archiver_version": __version__,
         "stream_config": '{"name":"ORDERS"}',
         "content_hash": summary.content_hash,
+        "max_message_bytes": str(
+            max(len(d) + len(h or b"") for d, h in zip(first.datas, first.raw_headers, strict=True))
+        ),
     }
     assert read_meta(path2)["deleted_ranges"] == "[[5,7]]"
 
@@ -426,8 +430,11 @@ def test_damaged_file_raises_segment_corrupt(tmp_path: Path, damage: str) -> Non
     elif damage == "empty":
         path.write_bytes(b"")
     else:
-        # Inside the payload's page: only the page checksum notices this one.
-        at = body.index(b"PAR1") + len(body) // 3
+        # Inside the payload column's page: only the page checksum notices this one.
+        meta = pq.read_metadata(path)
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        chunk = meta.row_group(0).column(names.index("data"))
+        at = chunk.data_page_offset + chunk.total_compressed_size // 2
         path.write_bytes(body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1 :])
 
     if damage != "flipped-page-byte":

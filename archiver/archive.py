@@ -12,13 +12,15 @@ import contextlib
 import fnmatch
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from archiver import catalog, failpoints
+from archiver.catalog import DataFile
 from archiver.config import Settings
 from archiver.cutter import Cutter
-from archiver.errors import ArchiverError, DataAtRisk, UsageError
-from archiver.gaps import Gap, GapKind, classify, lost_count
+from archiver.errors import ArchiverError, DataAtRisk, SourceError, UsageError
+from archiver.gaps import Gap, GapKind, classify
 from archiver.lease import Lease, LeaseHeld, Leases
 from archiver.listing import read_footer
 from archiver.natsconn import RawClient, connect
@@ -45,6 +47,7 @@ class StreamResult:
     seconds: float = 0.0
     lost: int = 0
     deleted: int = 0
+    consumed: int = 0
     generation: str = ""
     skipped: str | None = None
     error: str | None = None
@@ -71,8 +74,9 @@ class HoleFinder:
         self.info = info
         self.next_seq = next_seq
         # A generation's first run did not promise what was gone before it started.
-        self.kind_below = GapKind.BEFORE_ARCHIVE if first_run else GapKind.EXPIRED
-        self.first_run = first_run
+        self.head_at_first_run = info.first_seq if first_run else 0
+        # WorkQueue and Interest streams remove what their consumers take, by design.
+        self.removed = GapKind.CONSUMED if info.needs_consumerless_read else GapKind.EXPIRED
 
     async def holes_before(self, seqs: list[int]) -> list[Gap]:
         """Holes between the expected next sequence and each of ``seqs`` (ascending)."""
@@ -97,48 +101,101 @@ class HoleFinder:
         if not raw:
             return []
         # The head only moves up: what lies below it now was removed from the head.
-        first_seq = (await stream_info(self.nc, self.info.name)).first_seq
-        gaps = [g for a, b in raw for g in classify(a, b, first_seq, self.kind_below)]
-        self.kind_below = GapKind.EXPIRED
-        return gaps
+        head_now = (await _fresh_info(self.nc, self.info.name)).first_seq
+        return [
+            g
+            for a, b in raw
+            for g in classify(
+                a,
+                b,
+                head_now=head_now,
+                head_at_first_run=self.head_at_first_run,
+                removed=self.removed,
+            )
+        ]
+
+
+async def _fresh_info(nc: RawClient, name: str) -> StreamInfo:
+    try:
+        return await stream_info(nc, name)
+    except UsageError as exc:
+        raise SourceError(f"stream {name} disappeared during the run") from exc
 
 
 async def archive_stream(
-    nc: RawClient, store: Store, settings: Settings, leases: Leases, info: StreamInfo
+    nc: RawClient, store: Store, settings: Settings, leases: Leases, name: str
 ) -> StreamResult:
-    """Archive one stream from its resume point to its last sequence as of ``info``."""
+    """Archive one stream from its resume point to its last sequence as of now."""
     started = time.monotonic()
-    generation = info.generation
     try:
-        lease = await leases.acquire(info.name)
+        lease = await leases.acquire(name)
     except LeaseHeld as exc:
         log.warning("%s", exc)
-        return StreamResult(info.name, 0, 0, generation=generation, skipped="leased")
+        return StreamResult(name, 0, 0, skipped="leased")
     try:
-        done = await asyncio.to_thread(catalog.resume_after, store, info.name, generation)
+        # Read the stream's state only now that it is ours: a run that held the lease
+        # before us may have archived further, or the stream may have been recreated.
+        info = await _fresh_info(nc, name)
+        generation = await effective_generation(nc, store, info)
+        done = await asyncio.to_thread(catalog.resume_after, store, name, generation)
         if done > info.last_seq:
             raise DataAtRisk(
-                f"stream {info.name} ends at seq {info.last_seq} but the archive holds up to "
+                f"stream {name} ends at seq {info.last_seq} but the archive holds up to "
                 f"{done}: the stream lost messages or was rebuilt",
                 hint="investigate before archiving more; nothing was written",
             )
-        await _check_boundary(nc, store, info, done)
-        result = StreamResult(info.name, done + 1, info.last_seq, generation=generation)
+        await _check_boundary(nc, store, info, generation, done)
+        result = StreamResult(name, done + 1, info.last_seq, generation=generation)
         if done < info.last_seq:
+            lease.start_keepalive()
             try:
-                await _copy(nc, store, settings, lease, info, done, result)
+                await _copy(nc, store, settings, lease, info, generation, done, result)
             except ArchiverError as exc:
                 # Keep what was committed before the failure in the summary.
                 result.error = f"{exc}; {exc.hint}" if exc.hint else str(exc)
                 result.error_exit = exc.exit_code
-                log.error("%s: %s", info.name, result.error)
+                log.error("%s: %s", name, result.error)
     finally:
         await lease.release()
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
 
-async def _check_boundary(nc: RawClient, store: Store, info: StreamInfo, done: int) -> None:
+async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) -> str:
+    """The generation to archive into: the stream's, unless it only looks new.
+
+    Some nats-server releases change a stream's creation time on a restart or a config
+    update. A stream whose "new" generation has nothing archived yet, but whose message
+    at the previous generation's last archived seq is the very message archived there,
+    is the same stream: continuing that generation avoids archiving it all again.
+    """
+    current = info.generation
+    if await asyncio.to_thread(catalog.resume_after, store, info.name, current):
+        return current
+    previous = await asyncio.to_thread(catalog.newest_other_generation, store, info.name, current)
+    if previous is None or previous.name.last_seq > info.last_seq:
+        return current  # sequences restarted: a new stream
+    if await _holds_archived_message(nc, store, info.name, previous):
+        log.warning(
+            "%s: creation time changed but seq %d still holds the archived message; "
+            "continuing generation %s",
+            info.name,
+            previous.name.last_seq,
+            previous.name.generation,
+        )
+        return previous.name.generation
+    return current
+
+
+async def _holds_archived_message(nc: RawClient, store: Store, stream: str, f: DataFile) -> bool:
+    meta = await asyncio.to_thread(read_footer, store, f.key, f.size)
+    server = await get_message(nc, stream, f.name.last_seq)
+    return server is not None and str(server.time_ns) == meta.get("last_time_ns")
+
+
+async def _check_boundary(
+    nc: RawClient, store: Store, info: StreamInfo, generation: str, done: int
+) -> None:
     """The server's message at our last archived seq must be the one we archived.
 
     A cluster that lost acknowledged writes and then took new ones can have a last
@@ -146,7 +203,7 @@ async def _check_boundary(nc: RawClient, store: Store, info: StreamInfo, done: i
     """
     if done < info.first_seq:
         return
-    newest = await asyncio.to_thread(catalog.last_file, store, info.name, info.generation)
+    newest = await asyncio.to_thread(catalog.last_file, store, info.name, generation)
     if newest is None or newest.name.last_seq != done:
         return
     meta = await asyncio.to_thread(read_footer, store, newest.key, newest.size)
@@ -165,46 +222,42 @@ async def _copy(
     settings: Settings,
     lease: Lease,
     info: StreamInfo,
+    generation: str,
     done: int,
     result: StreamResult,
 ) -> None:
-    loop = asyncio.get_running_loop()
-
-    def renew_lease() -> None:
-        # Called from the writer thread right before each commit: the fence.
-        asyncio.run_coroutine_threadsafe(lease.renew(), loop).result()
-
     cutter = Cutter(
         store,
         info.name,
-        info.generation,
+        generation,
         info.config_json(),
         settings.limits,
         settings.spool_dir,
-        before_commit=renew_lease,
+        before_commit=lease.ensure,
     )
     holes = HoleFinder(nc, info, done + 1, first_run=done == 0)
-    queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+    # Reading overlaps writing: the reader fills the next batch meanwhile. The queue
+    # carries batches, then None at the end, or the reader's error.
+    queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
 
     async def produce() -> None:
-        # Reading overlaps writing: the reader fills the next batch meanwhile.
-        async for batch in reader_for(nc, info, done + 1, info.last_seq).batches():
-            await queue.put(batch)
+        try:
+            async for batch in reader_for(nc, info, done + 1, info.last_seq).batches():
+                await queue.put(batch)
+        except Exception as exc:  # handed to the consumer, which raises it
+            await queue.put(exc)
+            return
         await queue.put(None)
 
     producer = asyncio.create_task(produce())
-    all_gaps: list[Gap] = []
     try:
-        while (batch := await queue.get()) is not None:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
             failpoints.hit("after-read")
-            gaps = await holes.holes_before(batch.seqs)
-            all_gaps += gaps
-            cutter.add_gaps(gaps)
-            await asyncio.to_thread(cutter.add, batch)
-        await producer
-        trailing = await holes.holes_up_to(info.last_seq)
-        all_gaps += trailing
-        cutter.add_gaps(trailing)
+            _count(result, cutter.add_gaps, await holes.holes_before(item.seqs))
+            await asyncio.to_thread(cutter.add, item)
+        _count(result, cutter.add_gaps, await holes.holes_up_to(info.last_seq))
         await asyncio.to_thread(cutter.finish)
     except BaseException:
         producer.cancel()
@@ -216,24 +269,36 @@ async def _copy(
         t = cutter.totals
         result.messages, result.files = t.messages, t.files
         result.bytes_in, result.bytes_out = t.bytes_in, t.bytes_out
-        result.lost = lost_count(all_gaps)
-        result.deleted = sum(g.count for g in all_gaps if g.kind is GapKind.DELETED)
     if result.lost:
         log.error("%s: %d messages expired before they could be archived", info.name, result.lost)
+
+
+def _count(result: StreamResult, record: Callable[[list[Gap]], None], gaps: list[Gap]) -> None:
+    """Hand the gaps to the cutter and count them in the summary (not kept: memory)."""
+    record(gaps)
+    for g in gaps:
+        if g.kind is GapKind.EXPIRED:
+            result.lost += g.count
+        elif g.kind is GapKind.DELETED:
+            result.deleted += g.count
+        elif g.kind is GapKind.CONSUMED:
+            result.consumed += g.count
 
 
 def select_streams(all_infos: list[StreamInfo], settings: Settings) -> list[StreamInfo]:
     """The streams a run covers: those named (all must exist), or all minus excluded."""
     by_name = {i.name: i for i in all_infos}
+    lease_stream = f"KV_{settings.lease_bucket}"
     if settings.streams:
         unknown = [s for s in settings.streams if s not in by_name]
+        known = sorted(set(by_name) - {lease_stream})
         if unknown:
             raise UsageError(
                 f"unknown stream {', '.join(unknown)}",
-                hint=f"streams on the server: {', '.join(sorted(by_name)) or 'none'}",
+                hint=f"streams on the server: {', '.join(known) or 'none'}",
             )
         return [by_name[s] for s in settings.streams]
-    exclude = (*settings.exclude, f"KV_{settings.lease_bucket}")
+    exclude = (*settings.exclude, lease_stream)
     return [i for i in all_infos if not any(fnmatch.fnmatchcase(i.name, p) for p in exclude)]
 
 
@@ -248,7 +313,7 @@ async def run(settings: Settings) -> list[StreamResult]:
         results = []
         for info in infos:
             try:
-                results.append(await archive_stream(nc, store, settings, leases, info))
+                results.append(await archive_stream(nc, store, settings, leases, info.name))
             except ArchiverError as exc:
                 # One stream's trouble must not keep the others from being archived.
                 hint = f"; {exc.hint}" if exc.hint else ""

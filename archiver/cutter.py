@@ -8,16 +8,18 @@ any point leaves the archive a clean prefix of the stream.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from archiver import failpoints, layout
-from archiver.gaps import Gap, encode_record
+from archiver.errors import StoreError
+from archiver.gaps import Gap, GapKind, encode_record
 from archiver.records import Batch
 from archiver.segment import SegmentSummary, SegmentWriter
 from archiver.store.base import Store
@@ -41,7 +43,6 @@ class CutterTotals:
     messages: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    keys: list[str] = field(default_factory=list)
 
 
 def day_of(time_ns: int) -> date:
@@ -86,7 +87,8 @@ class Cutter:
             stop = start + 1
             # Fast path: the whole rest is one day when its ends are (times are nearly
             # monotonic); otherwise find where the day changes.
-            if times[-1] // NS_PER_DAY == day and min(times[start:]) // NS_PER_DAY == day:
+            rest = times[start:]
+            if min(rest) // NS_PER_DAY == day and max(rest) // NS_PER_DAY == day:
                 stop = len(batch)
             else:
                 while stop < len(batch) and times[stop] // NS_PER_DAY == day:
@@ -104,7 +106,10 @@ class Cutter:
             writer = self._writer or self._open(day)
             room = self.limits.max_rows - writer.rows
             part = rows if start == 0 and room >= len(rows) else rows.slice(start, start + room)
-            writer.write(part)
+            try:
+                writer.write(part)
+            except OSError as exc:
+                raise _spool_error(self.spool_dir, exc) from exc
             failpoints.hit("after-write")
             start += len(part)
             if writer.rows >= self.limits.max_rows or writer.file_bytes >= self.limits.max_bytes:
@@ -112,7 +117,15 @@ class Cutter:
 
     def _open(self, day: int) -> SegmentWriter:
         spool = Path(self.spool_dir or tempfile.gettempdir())
-        self._writer = SegmentWriter(
+        try:
+            self._writer = self._new_writer(spool)
+        except OSError as exc:
+            raise _spool_error(spool, exc) from exc
+        self._day = day
+        return self._writer
+
+    def _new_writer(self, spool: Path) -> SegmentWriter:
+        return SegmentWriter(
             spool / f"{self.stream}-{uuid.uuid4().hex}.parquet.part",
             stream=self.stream,
             generation=self.generation,
@@ -120,21 +133,26 @@ class Cutter:
             compression_level=self.limits.compression_level,
             row_group_rows=self.limits.row_group_rows,
         )
-        self._day = day
-        return self._writer
 
     def _commit(self) -> None:
         writer, self._writer, day = self._writer, None, self._day
         self._day = None
         if writer is None or day is None:
             return
+        inside = self._take_holes(below=writer.last_seq or 0)
+        before = [g for g in inside if g.last_seq < (writer.first_seq or 0)]
+        inside = inside[len(before) :]
         try:
-            summary = writer.close()
+            # Holes inside the file's range travel in its footer, committed with it.
+            summary = writer.close({"archiver.gaps": gaps_json(inside)} if inside else None)
+        except OSError as exc:
+            writer.abort()
+            raise _spool_error(self.spool_dir, exc) from exc
         except BaseException:
             writer.abort()
             raise
         try:
-            self._record_holes(before=summary.first_seq)
+            self._record(before)
             key = layout.data_key(
                 self.stream,
                 day_of(day * NS_PER_DAY),
@@ -149,33 +167,54 @@ class Cutter:
             log.info("%s: committed %s (%d messages)", self.stream, key, summary.rows)
         finally:
             summary.path.unlink(missing_ok=True)
-        self._count(key, summary)
+        self._count(summary)
+        # Losses inside the file also get a record of their own, so status sees them
+        # without opening files (the footer already holds them for verify).
+        self._record([g for g in inside if g.kind is GapKind.EXPIRED])
 
-    def _count(self, key: str, summary: SegmentSummary) -> None:
+    def _count(self, summary: SegmentSummary) -> None:
         t = self.totals
         t.files += 1
         t.messages += summary.rows
         t.bytes_in += summary.raw_bytes
         t.bytes_out += summary.file_bytes
-        t.keys.append(key)
 
-    def _record_holes(self, before: int | None) -> None:
-        """Commit a gap record for the pending holes below ``before`` (all when None)."""
-        ready = [g for g in self._holes if before is None or g.last_seq < before]
-        if not ready:
+    def _take_holes(self, below: int) -> list[Gap]:
+        """Remove and return the pending holes that end below ``below`` (a prefix)."""
+        n = 0
+        while n < len(self._holes) and self._holes[n].last_seq < below:
+            n += 1
+        taken, self._holes = self._holes[:n], self._holes[n:]
+        return taken
+
+    def _record(self, gaps: list[Gap]) -> None:
+        """Commit a gap record for ``gaps`` (nothing when empty)."""
+        if not gaps:
             return
-        key, body = encode_record(self.stream, self.generation, ready)
+        key, body = encode_record(self.stream, self.generation, gaps)
         self.before_commit()
         self.store.put_bytes(key, body)
-        self._holes = [g for g in self._holes if g not in ready]
 
     def finish(self) -> None:
         """Commit the open file, then the trailing holes after it."""
         self._commit()
-        self._record_holes(before=None)
+        self._record(self._holes)
+        self._holes = []
 
     def abort(self) -> None:
         """Drop the open file uncommitted (the next run re-reads it)."""
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+
+
+def gaps_json(gaps: list[Gap]) -> str:
+    return json.dumps([[g.first_seq, g.last_seq, str(g.kind)] for g in gaps])
+
+
+def _spool_error(spool: Path | None, exc: OSError) -> StoreError:
+    where = spool or tempfile.gettempdir()
+    return StoreError(
+        f"cannot write the file being archived in {where}: {exc.strerror or exc}",
+        hint="check --spool-dir (it must exist, be writable and have room for one file)",
+    )

@@ -27,6 +27,9 @@ class GapKind(StrEnum):
     """Deleted inside the stream (delete API, per-subject limits, TTL): not ours to keep."""
     BEFORE_ARCHIVE = "before-archive"
     """Gone before this generation's first run: the archive never promised it."""
+    CONSUMED = "consumed"
+    """Taken by a consumer of a WorkQueue or Interest stream before it was archived: such
+    streams remove messages by design, so this is reported but not an alarm."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +44,21 @@ class Gap:
 
 
 def classify(
-    first_seq: int, last_seq: int, stream_first_seq: int, kind_below: GapKind
+    first_seq: int, last_seq: int, *, head_now: int, head_at_first_run: int, removed: GapKind
 ) -> list[Gap]:
-    """Split the hole ``[first_seq, last_seq]`` at the stream's current first sequence."""
-    gaps = []
-    head_end = min(last_seq, stream_first_seq - 1)
-    if first_seq <= head_end:
-        gaps.append(Gap(first_seq, head_end, kind_below))
-    inner_start = max(first_seq, stream_first_seq)
-    if inner_start <= last_seq:
-        gaps.append(Gap(inner_start, last_seq, GapKind.DELETED))
-    return gaps
+    """Split the hole ``[first_seq, last_seq]`` by why its messages are gone.
+
+    Below ``head_at_first_run`` (0 unless this is the generation's first run) they were
+    gone before the archive began; below ``head_now`` (the stream's current first
+    sequence) they were removed from the head (``removed``: expired, or consumed); above
+    it they were deleted inside the stream.
+    """
+    bounds = [
+        (first_seq, min(last_seq, head_at_first_run - 1), GapKind.BEFORE_ARCHIVE),
+        (max(first_seq, head_at_first_run), min(last_seq, head_now - 1), removed),
+        (max(first_seq, head_now, head_at_first_run), last_seq, GapKind.DELETED),
+    ]
+    return [Gap(a, b, kind) for a, b, kind in bounds if a <= b]
 
 
 def lost_count(gaps: list[Gap]) -> int:

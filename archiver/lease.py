@@ -10,6 +10,8 @@ longer than the TTL) finds out before it writes, not after.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -99,9 +101,39 @@ class Lease:
         self.key = key
         self.revision = revision
         self.renewed = time.monotonic()
+        self._lost: LeaseLost | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     def remaining(self) -> float:
         return self.owner.ttl - (time.monotonic() - self.renewed)
+
+    def start_keepalive(self) -> None:
+        """Renew every third of the TTL in the background, however long a file takes."""
+        self._keeper = asyncio.create_task(self._keep(), name=f"lease-{self.stream}")
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.owner.ttl / 3)
+            try:
+                await self.renew()
+            except LeaseLost as exc:
+                self._lost = exc
+                log.error("%s", exc)
+                return
+
+    def ensure(self) -> None:
+        """Raise ``LeaseLost`` unless the lease is surely ours for a while yet.
+
+        Thread-safe (reads only); called right before each commit. Half the TTL left is
+        the margin an upload gets before another run could take over.
+        """
+        if self._lost is not None:
+            raise self._lost
+        if self.remaining() < self.owner.ttl / 2:
+            raise LeaseLost(
+                f"the lease on stream {self.stream} was not renewed in time",
+                hint="nothing half-written was committed; the next run resumes",
+            )
 
     async def renew(self) -> None:
         started = time.monotonic()
@@ -117,6 +149,10 @@ class Lease:
         self.renewed = started
 
     async def release(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         try:
             await self.kv.delete(self.key, last=self.revision)
         except nats.errors.Error:

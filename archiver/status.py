@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from archiver import catalog, layout
-from archiver.archive import select_streams
+from archiver.archive import effective_generation, select_streams
 from archiver.config import Settings
 from archiver.gaps import decode_record, lost_count
 from archiver.natsconn import RawClient, connect
@@ -44,8 +44,8 @@ class StreamStatus:
 
 def _recorded_loss(store: Store, stream: str, generation: str) -> int:
     total = 0
-    for gap in catalog.gap_records(store, stream):
-        if gap.generation == generation and gap.lost:
+    for gap in catalog.gap_records(store, stream, generation):
+        if gap.lost:
             key = layout.gap_key(stream, generation, gap.first_seq, gap.last_seq, lost=True)
             total += lost_count(decode_record(store.get_bytes(key)))
     return total
@@ -54,7 +54,7 @@ def _recorded_loss(store: Store, stream: str, generation: str) -> int:
 async def stream_status(
     nc: RawClient, store: Store, info: StreamInfo, margin_s: float
 ) -> StreamStatus:
-    generation = info.generation
+    generation = await effective_generation(nc, store, info)
     archived = await asyncio.to_thread(catalog.resume_after, store, info.name, generation)
     lost = await asyncio.to_thread(_recorded_loss, store, info.name, generation)
     behind = max(0, info.last_seq - archived)

@@ -1,0 +1,384 @@
+"""`archiver replay` against a real nats-server: exact, filtered, mapped, idempotent, safe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import run_cli, settings
+from natsserver import NatsServer
+from rawpub import RawPublisher
+from test_archive import add_streams
+
+from archiver.archive import run
+from archiver.natsconn import NatsOptions, connect
+from archiver.replay_headers import message_id, replay_block
+from archiver.streams import StoredMessage, get_message, stream_info
+
+
+def reserved_block(i: int) -> bytes:
+    """Reserved headers the source accepted when they were first published."""
+    expected = b"Nats-Expected-Last-Sequence: 0\r\n" if i == 0 else b""
+    return (
+        b"NATS/1.0\r\nNats-Msg-Id: original-%d\r\n" % i
+        + expected
+        + b"Nats-Expected-Stream: AUTH\r\nA: 1\r\nA:  2 \r\n\r\n"
+    )
+
+
+def stored(url: str, stream: str) -> list[StoredMessage]:
+    async def go() -> list[StoredMessage]:
+        nc = await connect(NatsOptions(url=url))
+        try:
+            info = await stream_info(nc, stream)
+            out: list[StoredMessage] = []
+            if not info.messages:
+                return out
+            for seq in range(info.first_seq, info.last_seq + 1):
+                m = await get_message(nc, stream, seq)
+                if m is not None:
+                    out.append(m)
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def archived(nats: NatsServer, tmp_path: Path) -> tuple[NatsServer, str, list[StoredMessage]]:
+    """Stream AUTH with 300 messages (odd headers, reserved headers, binary) archived to a
+    local store; a RESTORE stream (restore.>) waits on the same server."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    pub = RawPublisher(nats.port)
+    try:
+        for i in range(300):
+            kind = ["created", "login", "deleted"][i % 3]
+            block = (
+                reserved_block(i)
+                if i % 50 == 0
+                else (b"NATS/1.0\r\nTrace: t\r\nTrace: u\r\n\r\n" if i % 7 == 0 else None)
+            )
+            pub.publish(f"auth.user.u{i % 10}.{kind}", bytes([i % 256]) * (i % 40), block)
+            if i == 149:
+                time.sleep(0.05)  # a clear time boundary in the middle
+    finally:
+        pub.close()
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root)))
+    return nats, root, stored(nats.url, "AUTH")
+
+
+def expected_block(m: StoredMessage, generation: str) -> bytes:
+    return replay_block(
+        m.raw_header,
+        msg_id=message_id("AUTH", generation, m.seq),
+        stream="AUTH",
+        seq=m.seq,
+        time_ns=m.time_ns,
+    )
+
+
+def generation_of(url: str) -> str:
+    async def go() -> str:
+        nc = await connect(NatsOptions(url=url))
+        try:
+            return (await stream_info(nc, "AUTH")).generation
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def replay(
+    nats: NatsServer, root: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "replay",
+        "--nats-url",
+        nats.url,
+        "--store",
+        root,
+        "--stream",
+        "AUTH",
+        "--json",
+        *args,
+        env=env,
+    )
+
+
+def test_filters_and_ranges_select_exactly_and_map_subjects(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    nats, root, source = archived
+    gen = generation_of(nats.url)
+    result = replay(
+        nats,
+        root,
+        "--subject",
+        "auth.user.*.created",
+        "--subject",
+        "auth.user.u3.>",
+        "--from-seq",
+        "20",
+        "--to-seq",
+        "250",
+        "--subject-map",
+        "auth.user.*.*",
+        "restore.{{wildcard(2)}}.{{wildcard(1)}}",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    want = [
+        m
+        for m in source
+        if 20 <= m.seq <= 250
+        and (m.subject.endswith(".created") or m.subject.startswith("auth.user.u3."))
+    ]
+    assert summary["published"] == len(want) and summary["duplicates"] == 0
+    got = stored(nats.url, "RESTORE")
+    assert [m.seq for m in got] == list(range(1, len(want) + 1))
+    for original, copy in zip(want, got, strict=True):
+        _, _, user, kind = original.subject.split(".")
+        assert copy.subject == f"restore.{kind}.{user}"
+        assert copy.data == original.data
+        assert copy.raw_header == expected_block(original, gen)
+
+
+def test_time_window_and_prefix(archived: tuple[NatsServer, str, list[StoredMessage]]) -> None:
+    from archiver.timefmt import format_ns
+
+    nats, root, source = archived
+    since, until = source[150].time_ns, source[199].time_ns
+    result = replay(
+        nats,
+        root,
+        "--since",
+        format_ns(since),
+        "--until",
+        format_ns(until),
+        "--subject-prefix",
+        "restore",
+    )
+    assert result.returncode == 0, result.stderr
+    got = stored(nats.url, "RESTORE")
+    want = [m for m in source if since <= m.time_ns <= until]
+    assert [m.subject for m in got] == [f"restore.{m.subject}" for m in want]
+    assert [m.data for m in got] == [m.data for m in want]
+
+
+def test_reserved_headers_arrive_renamed_and_nothing_is_dropped(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    nats, root, source = archived
+    result = replay(nats, root, "--subject-prefix", "restore")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["published"] == 300 and summary["duplicates"] == 0
+    got = stored(nats.url, "RESTORE")
+    assert len(got) == 300
+    reserved = [
+        m for m in got if m.raw_header and b"Archive-Nats-Msg-Id: original-" in m.raw_header
+    ]
+    assert len(reserved) == 6
+    assert b"\r\nArchive-Nats-Expected-Last-Sequence: 0\r\n" in reserved[0].raw_header
+    for m in reserved:
+        assert m.raw_header.startswith(b"NATS/1.0\r\nNats-Msg-Id: archive:AUTH:")
+        assert b"\r\nArchive-Nats-Expected-Stream: AUTH\r\n" in m.raw_header
+        assert b"\r\nA: 1\r\nA:  2 \r\n" in m.raw_header
+        assert b"\r\nArchive-Stream: AUTH\r\n" in m.raw_header
+
+
+def test_the_same_replay_twice_stores_each_message_once(
+    archived: tuple[NatsServer, str, list[StoredMessage]], tmp_path: Path
+) -> None:
+    nats, root, _ = archived
+    first = replay(
+        nats, root, "--subject-prefix", "restore", "--seq-map", str(tmp_path / "map.parquet")
+    )
+    assert first.returncode == 0, first.stderr
+    second = replay(nats, root, "--subject-prefix", "restore")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["duplicates"] == 300
+    assert len(stored(nats.url, "RESTORE")) == 300
+    rows = pq.read_table(tmp_path / "map.parquet").to_pylist()
+    assert [r["archive_seq"] for r in rows] == list(range(1, 301))
+    assert [r["seq"] for r in rows] == list(range(1, 301))
+    assert {r["stream"] for r in rows} == {"RESTORE"} and not any(r["duplicate"] for r in rows)
+
+
+def test_into_the_live_source_needs_yes(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    nats, root, _ = archived
+    refused = replay(nats, root, "--subject", "auth.user.u1.>")
+    assert refused.returncode == 2
+    assert "live stream AUTH" in refused.stderr and "--yes" in refused.stderr
+    assert len(stored(nats.url, "AUTH")) == 300
+    allowed = replay(nats, root, "--subject", "auth.user.u1.>", "--yes")
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(stored(nats.url, "AUTH")) == 330
+
+
+def test_dry_run_sends_nothing_and_counts(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    nats, root, source = archived
+    result = replay(
+        nats, root, "--dry-run", "--subject", "auth.user.u2.*", "--subject-prefix", "restore"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    want = [m for m in source if m.subject.startswith("auth.user.u2.")]
+    assert summary["matched"] == len(want) and summary["published"] == 0
+    counts: dict[str, int] = {}
+    for m in want:
+        counts[f"restore.{m.subject}"] = counts.get(f"restore.{m.subject}", 0) + 1
+    assert summary["by_subject"] == counts
+    assert summary["bytes"] == sum(len(m.data) for m in want)
+    assert summary["sample_subjects"][0] == [want[0].subject, f"restore.{want[0].subject}"]
+    assert stored(nats.url, "RESTORE") == []
+
+
+def test_no_stream_for_mapped_subjects_exit_1_nothing_sent(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    nats, root, _ = archived
+    result = replay(nats, root, "--subject-prefix", "nowhere")
+    assert result.returncode == 1
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "no stream on the target captures subject nowhere." in lines[0]
+    assert stored(nats.url, "RESTORE") == []
+
+
+def test_message_too_large_for_the_target_is_refused_before_sending(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    nats, root, _ = archived
+
+    async def small_stream() -> None:
+        nc = await connect(NatsOptions(url=nats.url))
+        try:
+            await nc.jetstream().add_stream(name="SMALL", subjects=["small.>"], max_msg_size=100)
+        finally:
+            await nc.close()
+
+    asyncio.run(small_stream())
+    result = replay(nats, root, "--subject-prefix", "small")
+    assert result.returncode == 1
+    assert "larger than stream SMALL" in result.stderr
+    assert stored(nats.url, "SMALL") == []
+
+
+def test_unknown_generation_and_bad_flags_are_usage_errors(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    nats, root, _ = archived
+    assert replay(nats, root, "--generation", "20000101T000000000000Z").returncode == 2
+    assert replay(nats, root, "--subject", "auth..x").returncode == 2
+    assert replay(nats, root, "--since", "yesterday").returncode == 2
+    both = replay(nats, root, "--subject-prefix", "a", "--subject-map", "x", "y")
+    assert both.returncode == 2
+
+
+def test_interrupted_replay_resumes_with_each_message_once(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    total = 20_000
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    from helpers import publish
+
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 30}.login" for i in range(total)]))
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "archiver",
+        "replay",
+        "--nats-url",
+        nats.url,
+        "--store",
+        root,
+        "--stream",
+        "AUTH",
+        "--subject-prefix",
+        "restore",
+        "--json",
+        "--rate",
+        "4000",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _count(nats.url, "RESTORE") < 6000:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _count(nats.url, "RESTORE")
+    assert 0 < partial < total
+    resumed = run_cli(*cmd[3:], "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["resumed_after_seq"] is not None and summary["skipped"] > 0
+    got = stored(nats.url, "RESTORE")
+    ids = [m.raw_header.split(b"\r\n")[1] for m in got if m.raw_header]
+    assert len(got) == total and len(set(ids)) == total
+
+
+def _count(url: str, stream: str) -> int:
+    async def go() -> int:
+        nc = await connect(NatsOptions(url=url))
+        try:
+            return (await stream_info(nc, stream)).messages
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_nats_restart_mid_replay(nats: NatsServer, tmp_path: Path) -> None:
+    total = 20_000
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    from helpers import publish
+
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 30}.login" for i in range(total)]))
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "archiver",
+        "replay",
+        "-v",
+        "--nats-url",
+        nats.url,
+        "--store",
+        root,
+        "--stream",
+        "AUTH",
+        "--subject-prefix",
+        "restore",
+        "--json",
+        "--rate",
+        "5000",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _count(nats.url, "RESTORE") < 3000:
+        time.sleep(0.05)
+    nats.restart()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "reconnected" in err
+    got = stored(nats.url, "RESTORE")
+    assert len(got) == total
+    assert [
+        int(m.raw_header.split(b"\r\n")[1].rsplit(b":", 1)[1]) for m in got if m.raw_header
+    ] == list(range(1, total + 1))

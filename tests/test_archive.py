@@ -384,3 +384,58 @@ async def _purge(url: str, stream: str) -> None:
         await nc.jetstream().purge_stream(stream)
     finally:
         await nc.close()
+
+
+def test_workqueue_messages_taken_by_workers_are_consumed_not_lost(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    async def case() -> None:
+        nc = await connect(NatsOptions(url=nats.url))
+        js = nc.jetstream()
+        try:
+            await js.add_stream(name="WORK", subjects=["work.>"], retention="workqueue")
+            sub = await js.pull_subscribe("work.>", durable="worker")
+            for i in range(10):
+                await js.publish(f"work.job.{i}", b"j")
+            for m in await sub.fetch(4, timeout=5):
+                await m.ack_sync()
+            result = (await run(settings(nats.url, str(tmp_path / "archive"))))[0]
+            assert (result.messages, result.consumed, result.lost, result.exit_code) == (6, 0, 0, 0)
+            for i in range(10, 15):
+                await js.publish(f"work.job.{i}", b"j")
+            for m in await sub.fetch(8, timeout=5):
+                await m.ack_sync()
+            again = (await run(settings(nats.url, str(tmp_path / "archive"))))[0]
+            # The worker took 5..12; 5..10 were archived already, 11 and 12 were not.
+            assert (again.consumed, again.lost, again.exit_code) == (2, 0, 0)
+        finally:
+            await nc.close()
+
+    asyncio.run(case())
+
+
+def test_a_changed_creation_time_continues_the_generation(nats: NatsServer, tmp_path: Path) -> None:
+    """Some server releases change `created` on restart: that must not archive it all again."""
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 40))
+    asyncio.run(run(cfg))
+    # Pretend the archive was written when the stream had another creation time.
+    store = open_store(str(root))
+    for key in data_keys(store):
+        n = layout.parse_data_key(key)
+        assert n is not None
+        old = layout.data_key("AUTH", n.day, "20200101T000000000000Z", n.first_seq, n.last_seq)
+        store.put_bytes(old, store.get_bytes(key))
+        store.delete(key)
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 5))
+    result = asyncio.run(run(cfg))[0]
+    assert (result.generation, result.from_seq, result.messages) == (
+        "20200101T000000000000Z",
+        41,
+        5,
+    )
+    assert sorted(read_archive(store, tmp_path).column("seq").to_pylist()) == list(range(1, 46))

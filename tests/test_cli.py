@@ -253,3 +253,15 @@ def test_wrong_nats_credentials_one_line_exit_1(tmp_path: Path) -> None:
         assert json.loads(ok.stdout) == []
     finally:
         server.stop()
+
+
+def test_missing_spool_dir_is_one_line_exit_1(filled: NatsServer, tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    result = run_cli(
+        "run", "--nats-url", filled.url, "--store", str(root), "--spool-dir", str(tmp_path / "nope")
+    )
+    assert result.returncode == 1
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert "Traceback" not in result.stderr
+    assert all("check --spool-dir" in x for x in lines) and len(lines) == 2  # one per stream
+    assert nothing_written(root)

@@ -113,3 +113,32 @@ def test_a_failed_commit_leaves_nothing_and_no_spool_file(tmp_path: Path) -> Non
     c.abort()
     assert keys(store) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_whose_middle_row_is_on_the_next_day_is_cut(tmp_path: Path) -> None:
+    store = MemoryStore()
+    c, _ = cutter(store, tmp_path)
+    c.add(batch([1, 2, 3], [MIDNIGHT_NS - 2, MIDNIGHT_NS + 1, MIDNIGHT_NS - 1]))
+    c.finish()
+    names = [layout.parse_data_key(k) for k in keys(store)]
+    assert sorted((n.first_seq, n.day.isoformat()) for n in names if n) == [
+        (1, "2026-02-28"),
+        (2, "2026-03-01"),
+        (3, "2026-02-28"),
+    ]
+
+
+def test_holes_inside_a_file_travel_in_its_footer(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    store = MemoryStore()
+    c, _ = cutter(store, tmp_path)
+    c.add(batch([1, 2], [MIDNIGHT_NS, MIDNIGHT_NS + 1]))
+    c.add_gaps([Gap(3, 4, GapKind.DELETED)])
+    c.add(batch([5], [MIDNIGHT_NS + 2]))
+    c.finish()
+    (key,) = keys(store)
+    local = tmp_path / "f.parquet"
+    store.download(key, local)
+    meta = pq.read_metadata(local).metadata
+    assert meta[b"archiver.gaps"] == b'[[3, 4, "deleted"]]'

@@ -106,3 +106,40 @@ async def _lease_case(nats: NatsServer) -> None:
         await again.release()
     finally:
         await nc.close()
+
+
+def test_a_kept_lease_outlives_its_ttl(nats: NatsServer) -> None:
+    async def case() -> None:
+        nc = await connect(NatsOptions(url=nats.url))
+        try:
+            mine = await Leases(nc, "leases", ttl=1.2).acquire("AUTH")
+            mine.start_keepalive()
+            await asyncio.sleep(3)
+            mine.ensure()  # still ours, though three TTLs passed
+            with pytest.raises(LeaseHeld):
+                await Leases(nc, "leases", ttl=1.2).acquire("AUTH")
+            await mine.release()
+        finally:
+            await nc.close()
+
+    asyncio.run(case())
+
+
+def test_a_failing_reader_ends_the_run_with_an_error(
+    stream: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a hang: the CronJob's Forbid policy would block every later run."""
+    import archiver.archive as archive_module
+    from archiver.errors import SourceError
+    from archiver.records import Batch
+
+    class Broken:
+        async def batches(self):  # type: ignore[no-untyped-def]
+            b = Batch()
+            b.append(1, "auth.x", 1, None, b"")
+            yield b
+            raise SourceError("reading stream AUTH keeps failing at seq 2")
+
+    monkeypatch.setattr(archive_module, "reader_for", lambda *a: Broken())
+    result = asyncio.run(asyncio.wait_for(run(settings(stream.url, str(tmp_path / "a"))), 30))[0]
+    assert result.exit_code == 1 and result.error and "keeps failing" in result.error

@@ -177,7 +177,7 @@ def test_time_window_and_prefix(archived: tuple[NatsServer, str, list[StoredMess
 def test_reserved_headers_arrive_renamed_and_nothing_is_dropped(
     archived: tuple[NatsServer, str, list[StoredMessage]],
 ) -> None:
-    nats, root, source = archived
+    nats, root, _source = archived
     result = replay(nats, root, "--subject-prefix", "restore")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -374,7 +374,7 @@ def test_nats_restart_mid_replay(nats: NatsServer, tmp_path: Path) -> None:
     while time.monotonic() < deadline and _count(nats.url, "RESTORE") < 3000:
         time.sleep(0.05)
     nats.restart()
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "reconnected" in err
     got = stored(nats.url, "RESTORE")

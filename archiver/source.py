@@ -28,12 +28,14 @@ from typing import Protocol
 import nats.errors
 
 from archiver.errors import SourceError
-from archiver.natsconn import ApiError, RawClient, js_api
+from archiver.natsconn import RawClient, js_api
 from archiver.records import Batch
 from archiver.streams import StreamInfo, get_message
 
 log = logging.getLogger(__name__)
 
+MAX_FETCH_BYTES = 128 << 20
+"""Above any server's max_payload (64 MiB at most): a cap on doubling the pull's byte limit."""
 INACTIVE_THRESHOLD_NS = 600 * 1_000_000_000
 """The server deletes an idle ephemeral consumer after this; a long upload must not lose it."""
 
@@ -77,6 +79,7 @@ class ConsumerReader:
         self._asked = 0
         self._received = 0
         self._status = b""
+        self._status_line = b""
         self._broken = False
         self._finished = False
 
@@ -88,6 +91,7 @@ class ConsumerReader:
             # A status frame ends the pull request: 404/408 nothing (more) now,
             # 409 max bytes or consumer trouble, 503 no consumer to answer.
             self._status = hdr[9:12] if hdr else b""
+            self._status_line = hdr.split(b"\r\n", 1)[0] if hdr else b""
             self._done.set()
             return
         if self._broken or self._finished:
@@ -157,10 +161,10 @@ class ConsumerReader:
             log.debug("%s: could not delete consumer %s", self.stream, name)
 
     async def _num_pending(self, name: str) -> int | None:
-        """The consumer's pending count, or None if the consumer is gone."""
+        """The consumer's pending count, or None if the consumer is gone or silent."""
         try:
             info = await js_api(self.nc, f"$JS.API.CONSUMER.INFO.{self.stream}.{name}")
-        except ApiError:
+        except SourceError:
             return None
         return int(info.get("num_pending", 0))
 
@@ -199,19 +203,29 @@ class ConsumerReader:
             next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{name}"
             try:
                 while not self._finished and not self._broken:
-                    before = self._received
-                    await self._pull(next_subject, inbox, max_bytes)
-                    if self._received > before:
+                    try:
+                        await self._pull(next_subject, inbox, max_bytes)
+                    except nats.errors.Error as exc:
+                        log.warning("%s: pull failed: %s", self.stream, exc)
+                        self._broken = True
+                        break
+                    if self._received:
                         failures = 0
-                    if self._status == b"409" and self._received == 0:
-                        max_bytes *= 2  # one message is larger than the byte cap
-                    elif self._status in (b"404", b"408") and self._received == 0:
+                        continue
+                    # Nothing arrived: the status says why.
+                    if self._status == b"409" and b"MaxBytes" in self._status_line:
+                        # One message is larger than the byte cap: raise the cap for it.
+                        max_bytes = min(max_bytes * 2, MAX_FETCH_BYTES)
+                    elif self._status in (b"404", b"408"):
                         pending = await self._num_pending(name)
                         if pending == 0:
                             self._finished = True
-                        elif pending is None:
+                        else:
+                            # The consumer is gone (None) or claims messages it does not
+                            # deliver: start over from the cursor.
                             self._broken = True
-                    elif self._status == b"503":
+                    else:
+                        # 503 no consumer, 409 consumer deleted or leadership change, ...
                         self._broken = True
                     if (
                         len(self._batch) >= self.batch_rows
@@ -249,6 +263,7 @@ class MsgGetReader:
         end_seq: int,
         *,
         batch_rows: int = 10_000,
+        batch_bytes: int = 16 << 20,
         window: int = 64,
     ) -> None:
         self.nc = nc
@@ -256,6 +271,7 @@ class MsgGetReader:
         self.start_seq = start_seq
         self.end_seq = end_seq
         self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
         self.window = window
 
     async def batches(self) -> AsyncIterator[Batch]:
@@ -270,7 +286,7 @@ class MsgGetReader:
                 if m is not None:
                     batch.append(m.seq, m.subject, m.time_ns, m.raw_header, m.data)
             seq = stop
-            if len(batch) >= self.batch_rows:
+            if len(batch) >= self.batch_rows or batch.nbytes >= self.batch_bytes:
                 yield batch
                 batch = Batch()
         if len(batch):

@@ -306,6 +306,7 @@ async def run(settings: Settings) -> list[StreamResult]:
     """Archive every selected stream once. Raises on errors that stop the whole run."""
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
+    await asyncio.to_thread(store.check_commit)
     nc = await connect(settings.nats)
     try:
         infos = select_streams(await list_streams(nc), settings)

@@ -19,7 +19,7 @@ from archiver.errors import ArchiverError
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA = 0, 1, 2, 3
+EXIT_OK, EXIT_DATA = 0, 3
 
 
 def common_options(func: F) -> F:

@@ -6,7 +6,6 @@ import pyarrow.parquet as pq
 
 from archiver import catalog
 from archiver.config import Settings
-from archiver.errors import StoreError
 from archiver.segment import META_PREFIX
 from archiver.store import Store, open_store
 from archiver.store.rangefile import RangeFile
@@ -43,8 +42,6 @@ def read_footer(store: Store, key: str, size: int) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         # A damaged file is listed, not fatal: verify is the tool that judges it.
         return {"rows": "-1", "first_time": f"unreadable: {str(exc)[:60]}"}
-    except StoreError:
-        raise
     out = {}
     for k, v in raw.items():
         name = k.decode()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-HEADER_LINE = b"NATS/1.0"
-
 
 @dataclass(slots=True)
 class Batch:

@@ -7,9 +7,12 @@ import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
+import zstandard
+
 from archiver import catalog, layout
 from archiver.archive import effective_generation, select_streams
 from archiver.config import Settings
+from archiver.errors import DataAtRisk
 from archiver.gaps import decode_record, lost_count
 from archiver.natsconn import RawClient, connect
 from archiver.store import Store, open_store
@@ -47,7 +50,12 @@ def _recorded_loss(store: Store, stream: str, generation: str) -> int:
     for gap in catalog.gap_records(store, stream, generation):
         if gap.lost:
             key = layout.gap_key(stream, generation, gap.first_seq, gap.last_seq, lost=True)
-            total += lost_count(decode_record(store.get_bytes(key)))
+            try:
+                total += lost_count(decode_record(store.get_bytes(key)))
+            except (ValueError, KeyError, zstandard.ZstdError) as exc:
+                raise DataAtRisk(
+                    f"gap record {key} is damaged: {exc}", hint="run archiver verify"
+                ) from exc
     return total
 
 

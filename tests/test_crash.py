@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import publish, read_archive, run_cli
+from helpers import data_keys, publish, read_archive, run_cli
 from natsserver import NatsServer
 from test_archive import add_streams
 
@@ -100,7 +100,7 @@ def test_sigkill_mid_multipart_upload_to_s3(
         env={"ARCHIVER_FAILPOINTS": "mid-upload:1"},
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert not list(s3_store.list("")), "a half-uploaded file became visible"
+    assert not data_keys(s3_store), "a half-uploaded file became visible"
     time.sleep(2.5)
     rerun = run_cli("run", "--nats-url", stream.url, "--policy", str(policy))
     assert rerun.returncode == 0, rerun.stderr

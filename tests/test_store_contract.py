@@ -465,3 +465,9 @@ def test_s3_failed_multipart_upload_is_aborted(
     assert "503" in one_line(err)
     assert open_uploads(store) == []
     assert list(store.list("")) == []
+
+
+def test_s3_commit_probe_passes_on_a_server_that_refuses_overwrites(s3_store: S3Store) -> None:
+    s3_store.check_commit()
+    s3_store.check_commit()  # the probe object from before is fine too
+    assert [o.key for o in s3_store.list("")] == ["_probe/no-clobber"]

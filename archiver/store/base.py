@@ -31,6 +31,10 @@ class Store(Protocol):
         """Fail fast with one clear ``StoreError`` if the store is unreachable or denied."""
         ...
 
+    def check_commit(self) -> None:
+        """Fail with one clear ``StoreError`` unless no-clobber writes really work here."""
+        ...
+
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         """Upload a local file to ``key`` atomically, only if ``key`` does not exist.
 

@@ -91,6 +91,9 @@ class LocalStore:
             return None  # "..", "a//b", hidden: never a key, and never outside the root
         return self.root.joinpath(*parts)
 
+    def check_commit(self) -> None:
+        """Hard links never replace an existing name: nothing to probe."""
+
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         """Copy the local file to ``key`` unless the key is taken by different bytes."""
 

@@ -27,6 +27,9 @@ class MemoryStore:
     def check(self) -> None:
         """A dict is always reachable."""
 
+    def check_commit(self) -> None:
+        """The dictionary is no-clobber by construction."""
+
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         """Store a copy of the file's bytes under ``key`` unless the key is taken."""
         try:

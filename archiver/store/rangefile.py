@@ -22,10 +22,8 @@ class RangeFile(io.RawIOBase):
         self.key = key
         self.size = size
         self._pos = 0
-        tail_start = max(0, size - TAIL_BYTES)
-        self._cache_start = tail_start
+        self._tail_start = max(0, size - TAIL_BYTES)
         self._cache = b""
-        self._tail_start = tail_start
 
     def readable(self) -> bool:
         return True
@@ -56,6 +54,6 @@ class RangeFile(io.RawIOBase):
                 self._cache = self.store.get_range(
                     self.key, self._tail_start, self.size - self._tail_start
                 )
-            offset = start - self._cache_start
+            offset = start - self._tail_start
             return self._cache[offset : offset + length]
         return self.store.get_range(self.key, start, length)

@@ -65,6 +65,8 @@ _CREDENTIAL_CODES = frozenset(
     }
 )
 # A conditional write lost: 412 when the key exists, 409 when another write raced ours.
+PROBE_KEY = "_probe/no-clobber"
+PROBE_BODY = b"nats-archiver checks that this store refuses to overwrite objects\n"
 _TAKEN_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _BotoError = (BotoCoreError, ClientError)
 
@@ -254,6 +256,32 @@ class S3Store:
             self._settle_taken(key, sha256, exc)
         except BotoCoreError as exc:
             raise self._error(exc, "writing", key) from exc
+
+    def check_commit(self) -> None:
+        """Prove the server refuses to overwrite: the commit rule rests on it.
+
+        Writes the same small probe object twice with ``If-None-Match: *``; the second
+        must be refused. A server that ignores the header would let two writers replace
+        each other's files silently, so the archiver will not write to it.
+        """
+        key = self._key(PROBE_KEY)
+        refused = 0
+        for _ in range(2):
+            try:
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=PROBE_BODY, IfNoneMatch="*"
+                )
+            except ClientError as exc:
+                if _code(exc) not in _TAKEN_CODES:
+                    raise self._error(exc, "probing", PROBE_KEY) from exc
+                refused += 1
+            except BotoCoreError as exc:
+                raise self._error(exc, "probing", PROBE_KEY) from exc
+        if refused == 0:
+            raise StoreError(
+                f"the S3 server at {self.describe()} overwrites objects despite If-None-Match",
+                hint="use a server with conditional writes (AWS S3, MinIO, Ceph, SeaweedFS 4.x)",
+            )
 
     def _settle_taken(self, key: str, sha256: str, cause: ClientError) -> None:
         """A conditional write failed: was the object already ours?

@@ -92,6 +92,7 @@ class JsPublisher(Generic[K]):
         self._changed = asyncio.Event()
         self._error: Exception | None = None
         self._reporting = True  # False once on_acked raised: report nothing after that
+        self._paused = False  # True while resends are outstanding: publish waits
         self.acked_prefix_key: K | None = None
         """Key of the last message of the contiguous acknowledged prefix."""
         self.published = 0
@@ -127,7 +128,8 @@ class JsPublisher(Generic[K]):
                 f"message for {subject} is {size} bytes with headers, over the server's "
                 f"max_payload of {self._nc.max_payload}"
             )
-        await self._wait(lambda: len(self._order) < self._window)
+        if len(self._order) >= self._window or self._paused or self._error is not None:
+            await self._wait(lambda: len(self._order) < self._window and not self._paused)
         # No await between the window check and the append, so concurrent callers
         # cannot overfill the window, and send order is append order.
         self._next_token += 1
@@ -275,6 +277,8 @@ class JsPublisher(Generic[K]):
                     self._fail(exc)
                     return
             self.acked_prefix_key = entry.key
+        if self._paused and not order:
+            self._paused = False  # everything resent is stored: new publishes may follow
         self._changed.set()
 
     async def _watch(self) -> None:
@@ -287,10 +291,14 @@ class JsPublisher(Generic[K]):
                 await asyncio.sleep(tick)
                 if nc.is_closed:
                     self._fail(
-                        SourceError(f"NATS connection closed with {len(self._order)} unacked")
+                        SourceError(
+                            f"NATS connection closed with {len(self._order)} publishes "
+                            "unacknowledged"
+                        )
                     )
                     return
                 if not nc.is_connected:
+                    self._paused = bool(self._order)
                     continue  # attempts are not spent while nats-py reconnects
                 now = time.monotonic()
                 if nc.stats["reconnects"] != reconnects:
@@ -303,6 +311,9 @@ class JsPublisher(Generic[K]):
                 for entry in list(self._order):  # a copy: acks arrive while we send
                     if entry.ack is not None or entry.deadline > now or self._error:
                         continue
+                    # Hold new publishes back until every resend is stored, so they
+                    # cannot overtake it: the target keeps the archive's order.
+                    self._paused = True
                     if entry.attempts >= self._max_attempts:
                         if entry.refusal:
                             text = f"{entry.refusal} ({entry.attempts} attempts)"

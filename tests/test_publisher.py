@@ -288,3 +288,35 @@ def test_a_server_restart_mid_publish_stores_every_message_exactly_once(
             await nc.close()
 
     run(case, limit=60)
+
+
+def test_a_failing_on_acked_stops_the_publisher_but_not_the_connection(
+    nats: NatsServer,
+) -> None:
+    class MapFull(Exception):
+        pass
+
+    async def case() -> None:
+        nc = await open_stream(nats.url, "CB", "cb.>")
+        seen: list[int] = []
+
+        def on_acked(key: int, stream: str, seq: int, duplicate: bool) -> None:
+            if key == 3:
+                raise MapFull("sequence map is full")
+            seen.append(key)
+
+        pub: JsPublisher[int] = JsPublisher(nc, on_acked=on_acked)
+        await pub.start()
+        try:
+            for i in range(6):
+                await pub.publish("cb.a", None, b"x", key=i)
+            with pytest.raises(MapFull):
+                await pub.drain()
+            assert seen == [0, 1, 2] and pub.acked_prefix_key == 2
+            # The exception did not reach nats-py's parser: the connection still works.
+            assert (await stream_info(nc, "CB")).messages == 6
+        finally:
+            await pub.close()
+            await nc.close()
+
+    run(case)

@@ -385,3 +385,32 @@ def test_nats_restart_mid_replay(nats: NatsServer, tmp_path: Path) -> None:
     # Each once. Messages in flight when the server went down may land after later ones
     # (nats-py flushes what it buffered during the outage first); Archive-Seq tells.
     assert sorted(archived_seqs) == list(range(1, total + 1))
+
+
+def test_kv_delete_markers_only_with_the_flag(nats: NatsServer, tmp_path: Path) -> None:
+    asyncio.run(add_streams(nats.url, {"KVLIKE": "kv.>", "RESTORE": "restore.>"}))
+    pub = RawPublisher(nats.port)
+    try:
+        pub.publish("kv.a", b"1")
+        pub.publish("kv.a", b"", b"NATS/1.0\r\nKV-Operation: DEL\r\n\r\n")
+        pub.publish("kv.b", b"", b"NATS/1.0\r\nKV-Operation: PURGE\r\n\r\n")
+        pub.publish("kv.c", b"3")
+    finally:
+        pub.close()
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root)))
+    base = ["replay", "--nats-url", nats.url, "--store", root, "--stream", "KVLIKE", "--json"]
+    plain = run_cli(*base, "--subject-prefix", "restore")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["skipped"] == 2
+    assert [m.subject for m in stored(nats.url, "RESTORE")] == ["restore.kv.a", "restore.kv.c"]
+    both = run_cli(*base, "--subject-prefix", "restore", "--include-delete-markers")
+    assert both.returncode == 0, both.stderr
+    got = stored(nats.url, "RESTORE")
+    assert [m.subject for m in got] == [
+        "restore.kv.a",
+        "restore.kv.c",
+        "restore.kv.a",
+        "restore.kv.b",
+    ]
+    assert b"\r\nKV-Operation: DEL\r\n" in (got[2].raw_header or b"")

@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from archiver import catalog, failpoints
+import zstandard
+
+from archiver import catalog, failpoints, layout
 from archiver.catalog import DataFile
 from archiver.config import Settings
 from archiver.cutter import Cutter
-from archiver.errors import ArchiverError, DataAtRisk, SourceError, UsageError
+from archiver.errors import AlreadyExists, ArchiverError, DataAtRisk, SourceError, UsageError
 from archiver.gaps import Gap, GapKind, classify
 from archiver.lease import Lease, LeaseHeld, Leases
 from archiver.listing import read_footer
@@ -259,6 +262,9 @@ async def _copy(
             await asyncio.to_thread(cutter.add, item)
         _count(result, cutter.add_gaps, await holes.holes_up_to(info.last_seq))
         await asyncio.to_thread(cutter.finish)
+        # The run record is verify's end mark: without it, a lost last file would
+        # leave no trace in the archive.
+        await asyncio.to_thread(_record_run, store, generation, result)
     except BaseException:
         producer.cancel()
         with contextlib.suppress(BaseException):
@@ -271,6 +277,15 @@ async def _copy(
         result.bytes_in, result.bytes_out = t.bytes_in, t.bytes_out
     if result.lost:
         log.error("%s: %d messages expired before they could be archived", info.name, result.lost)
+
+
+def _record_run(store: Store, generation: str, result: StreamResult) -> None:
+    body = {**result.as_json(), "finished_at": time.time()}
+    key = layout.run_key(result.stream, generation, result.from_seq, result.to_seq)
+    try:
+        store.put_bytes(key, zstandard.ZstdCompressor().compress(json.dumps(body).encode()))
+    except AlreadyExists:
+        log.info("%s: run record %s exists already", result.stream, key)
 
 
 def _count(result: StreamResult, record: Callable[[list[Gap]], None], gaps: list[Gap]) -> None:

@@ -87,3 +87,10 @@ def streams_in_archive(store: Store) -> list[str]:
         if part.startswith("stream="):
             names.append(part.removeprefix("stream="))
     return names
+
+
+def archived_through(store: Store, stream: str, generation: str) -> int:
+    """The highest sequence a finished run of the generation archived up to (0: none)."""
+    prefix = layout.run_prefix(stream) + f"g{generation}-"
+    runs = (layout.parse_run_key(o.key) for o in store.list(prefix))
+    return max((r.last_seq for r in runs if r is not None), default=0)

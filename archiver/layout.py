@@ -2,6 +2,7 @@
 
     stream=<NAME>/date=<YYYY-MM-DD>/g<GEN>-<first_seq>-<last_seq>.parquet
     stream=<NAME>/_gaps/g<GEN>-<first_seq>-<last_seq>[-lost].json.zst
+    stream=<NAME>/_runs/g<GEN>-<first_seq>-<last_seq>.json.zst
 
 Sequences are zero-padded to 20 digits (the width of a uint64) so that a listing
 returns files in sequence order. ``GEN`` is the stream's creation time
@@ -33,6 +34,22 @@ class FileName:
 
     stream: str
     day: date
+    generation: str
+    first_seq: int
+    last_seq: int
+
+
+_RUN_RE = re.compile(
+    r"^stream=(?P<stream>[^/]+)/_runs/"
+    r"g(?P<gen>\d{8}T\d{12}Z)-(?P<first>\d{20})-(?P<last>\d{20})\.json\.zst$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunName:
+    """A finished run's record: it archived up to ``last_seq`` (verify's end mark)."""
+
+    stream: str
     generation: str
     first_seq: int
     last_seq: int
@@ -108,3 +125,21 @@ def parse_date_prefix(prefix: str) -> date | None:
     """``stream=X/date=2026-01-02/`` -> date(2026, 1, 2)."""
     m = re.search(r"date=(\d{4}-\d{2}-\d{2})/?$", prefix)
     return date.fromisoformat(m[1]) if m else None
+
+
+def run_prefix(stream: str) -> str:
+    return f"{stream_prefix(stream)}_runs/"
+
+
+def run_key(stream: str, generation: str, first_seq: int, last_seq: int) -> str:
+    return (
+        f"{run_prefix(stream)}"
+        f"g{generation}-{first_seq:0{SEQ_WIDTH}d}-{last_seq:0{SEQ_WIDTH}d}.json.zst"
+    )
+
+
+def parse_run_key(key: str) -> RunName | None:
+    m = _RUN_RE.match(key)
+    if not m:
+        return None
+    return RunName(m["stream"], m["gen"], int(m["first"]), int(m["last"]))

@@ -1,0 +1,192 @@
+"""`archiver verify`: a whole archive passes; each kind of damage is found and located."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from archiver import layout
+from archiver.archive import run
+from archiver.cutter import FileLimits
+from archiver.records import Batch
+from archiver.segment import SegmentWriter
+from archiver.store import Store, open_store
+from helpers import data_keys, publish, run_cli, settings
+from natsserver import NatsServer
+from test_archive import add_streams, delete_msgs
+
+N = 1500
+
+
+@pytest.fixture
+def archived(nats: NatsServer, tmp_path: Path) -> tuple[NatsServer, Path, Store]:
+    """AUTH: 1,500 messages in files of 500, messages 700-704 deleted before archiving."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 7}.login" for i in range(N)]))
+    asyncio.run(delete_msgs(nats.url, "AUTH", [700, 701, 702, 703, 704]))
+    root = tmp_path / "archive"
+    asyncio.run(
+        run(settings(nats.url, str(root), limits=FileLimits(row_group_rows=1000, max_rows=500)))
+    )
+    return nats, root, open_store(str(root))
+
+
+def verify(root: Path, *args: str) -> tuple[int, dict[str, object]]:
+    result = run_cli("verify", "--store", str(root), "--json", *args)
+    assert "Traceback" not in result.stderr, result.stderr
+    reports = json.loads(result.stdout)
+    return result.returncode, reports[0]
+
+
+def kinds(report: dict[str, object]) -> list[tuple[str, int, int]]:
+    return [(f["kind"], f["first_seq"], f["last_seq"]) for f in report["findings"]]  # type: ignore[index,union-attr]
+
+
+def rewrite(store: Store, key: str, tmp_path: Path, change: object) -> None:
+    """Replace a file by a valid archive file of the same name whose rows ``change`` edited."""
+    local = tmp_path / "orig.parquet"
+    store.download(key, local)
+    meta = pq.read_metadata(local).metadata
+    rows = pq.read_table(local).to_pylist()
+    change(rows)  # type: ignore[operator]
+    batch = Batch()
+    for r in rows:
+        batch.append(r["seq"], r["subject"], r["time_ns"], r["raw_headers"], r["data"])
+    out = tmp_path / "new.parquet"
+    writer = SegmentWriter(
+        out,
+        stream="AUTH",
+        generation=meta[b"archiver.generation"].decode(),
+        stream_config="{}",
+        compression_level=1,
+        row_group_rows=1000,
+    )
+    writer.write(batch)
+    gaps = meta.get(b"archiver.gaps")
+    writer.close({"archiver.gaps": gaps.decode()} if gaps else None)
+    store.delete(key)
+    store.put_bytes(key, out.read_bytes())
+
+
+def test_a_whole_archive_verifies(archived: tuple[NatsServer, Path, Store]) -> None:
+    _, root, _ = archived
+    code, report = verify(root)
+    assert code == 0 and report["ok"] and report["rows"] == N - 5 and report["files"] == 3
+    assert kinds(report) == [("deleted", 700, 704)]
+
+
+def test_changed_bytes_are_damage(archived: tuple[NatsServer, Path, Store]) -> None:
+    _, root, store = archived
+    key = data_keys(store)[1]
+    path = root / key
+    body = bytearray(path.read_bytes())
+    meta = pq.read_metadata(path)
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    chunk = meta.row_group(0).column(names.index("data"))
+    # Inside the compressed page data (the middle of a small chunk can be its header).
+    body[chunk.data_page_offset + chunk.total_compressed_size - 3] ^= 0x40
+    path.write_bytes(bytes(body))
+    code, report = verify(root)
+    assert code == 3 and not report["ok"]
+    found = [f for f in report["findings"] if f["kind"] == "damaged"]  # type: ignore[union-attr]
+    assert len(found) == 1 and found[0]["key"] == key
+    assert ("missing", 501, 1005) in kinds(report)  # the file held 501..1005 less 700..704
+
+
+def test_a_deleted_file_is_missing(archived: tuple[NatsServer, Path, Store]) -> None:
+    _, root, store = archived
+    store.delete(data_keys(store)[2])
+    code, report = verify(root)
+    assert code == 3 and ("missing", 1006, 1500) in kinds(report)
+
+
+def test_a_valid_file_with_other_content_is_found(
+    archived: tuple[NatsServer, Path, Store], tmp_path: Path
+) -> None:
+    _, root, store = archived
+    key = data_keys(store)[0]
+
+    def shift(rows: list[dict[str, object]]) -> None:
+        for r in rows:
+            r["seq"] = int(r["seq"]) + 1  # type: ignore[call-overload]
+
+    rewrite(store, key, tmp_path, shift)
+    code, report = verify(root)
+    assert code == 3
+    bad = [f for f in report["findings"] if f["key"] == key]  # type: ignore[union-attr]
+    assert bad and bad[0]["kind"] in ("mismatch", "damaged") and "2..501" in bad[0]["detail"]
+
+
+def test_overlapping_files_are_found(
+    archived: tuple[NatsServer, Path, Store], tmp_path: Path
+) -> None:
+    _, root, store = archived
+    first, second = data_keys(store)[:2]
+    n = layout.parse_data_key(first)
+    assert n is not None
+    local = tmp_path / "a.parquet"
+    rows = []
+    for key in (first, second):
+        store.download(key, local)
+        rows += [r for r in pq.read_table(local).to_pylist() if 250 <= r["seq"] <= 750]
+    batch = Batch()
+    for r in rows:
+        batch.append(r["seq"], r["subject"], r["time_ns"], r["raw_headers"], r["data"])
+    out = tmp_path / "o.parquet"
+    writer = SegmentWriter(
+        out,
+        stream="AUTH",
+        generation=n.generation,
+        stream_config="{}",
+        compression_level=1,
+        row_group_rows=1000,
+    )
+    writer.write(batch)
+    writer.close()
+    store.put_bytes(layout.data_key("AUTH", n.day, n.generation, 250, 750), out.read_bytes())
+    code, report = verify(root)
+    assert code == 3
+    assert [k for k in kinds(report) if k[0] == "overlap"] == [
+        ("overlap", 250, 500),
+        ("overlap", 501, 750),
+    ]
+
+
+def test_expired_before_archiving_is_classified_not_damage(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_age=1.5))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
+    asyncio.run(run(settings(nats.url, str(root))))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 4))
+    time.sleep(3.5)
+    asyncio.run(publish(nats.url, "AUTH", ["auth.c"] * 3))
+    assert asyncio.run(run(settings(nats.url, str(root))))[0].lost == 4
+    code, report = verify(root)
+    assert code == 0 and report["ok"]
+    assert ("expired", 11, 14) in kinds(report) and report["rows"] == 13
+
+
+def test_against_nats_finds_a_changed_payload_and_is_silent_otherwise(
+    archived: tuple[NatsServer, Path, Store], tmp_path: Path
+) -> None:
+    nats, root, store = archived
+    code, report = verify(root, "--nats-url", nats.url, "--against-nats")
+    assert code == 0 and [k for k in kinds(report) if k[0] != "deleted"] == []
+
+    def tamper(rows: list[dict[str, object]]) -> None:
+        rows[10]["data"] = b"not what the server holds"
+
+    rewrite(store, data_keys(store)[0], tmp_path, tamper)
+    assert verify(root)[0] == 0  # the file itself is consistent
+    code, report = verify(root, "--nats-url", nats.url, "--against-nats")
+    assert code == 3
+    assert [k for k in kinds(report) if k[0] == "differs"] == [("differs", 11, 11)]
+    detail = next(f["detail"] for f in report["findings"] if f["kind"] == "differs")  # type: ignore[union-attr]
+    assert "payload" in detail and "subject" not in detail

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import data_keys, publish, run_cli, settings
+from natsserver import NatsServer
+from test_archive import add_streams, delete_msgs
 
 from archiver import layout
 from archiver.archive import run
@@ -16,9 +19,6 @@ from archiver.cutter import FileLimits
 from archiver.records import Batch
 from archiver.segment import SegmentWriter
 from archiver.store import Store, open_store
-from helpers import data_keys, publish, run_cli, settings
-from natsserver import NatsServer
-from test_archive import add_streams, delete_msgs
 
 N = 1500
 

@@ -28,6 +28,7 @@ from archiver.lease import Lease, LeaseHeld, Leases
 from archiver.listing import read_footer
 from archiver.natsconn import RawClient, connect
 from archiver.records import Batch
+from archiver.replay_headers import CHECKPOINT_BUCKET
 from archiver.source import reader_for
 from archiver.store import Store, open_store
 from archiver.streams import StreamInfo, get_message, list_streams, stream_info
@@ -313,7 +314,8 @@ def select_streams(all_infos: list[StreamInfo], settings: Settings) -> list[Stre
                 hint=f"streams on the server: {', '.join(known) or 'none'}",
             )
         return [by_name[s] for s in settings.streams]
-    exclude = (*settings.exclude, lease_stream)
+    # The archiver's own state (leases, replay checkpoints) is not worth archiving.
+    exclude = (*settings.exclude, lease_stream, f"KV_{CHECKPOINT_BUCKET}")
     return [i for i in all_infos if not any(fnmatch.fnmatchcase(i.name, p) for p in exclude)]
 
 

@@ -31,7 +31,13 @@ from archiver.errors import SourceError, UnsafeActionRefused
 from archiver.listing import read_footer
 from archiver.natsconn import NatsOptions, RawClient, connect, redact_url
 from archiver.publisher import JsPublisher
-from archiver.replay_headers import growth_bound, is_delete_marker, message_id, replay_block
+from archiver.replay_headers import (
+    CHECKPOINT_BUCKET,
+    growth_bound,
+    is_delete_marker,
+    message_id,
+    replay_block,
+)
 from archiver.selection import Selection, iter_selected, select_files
 from archiver.store import Store, open_store
 from archiver.streams import StreamInfo, get_message, list_streams, stream_info
@@ -39,7 +45,6 @@ from archiver.subjects import SubjectMapper, captured_by
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_BUCKET = "archiver-replays"
 CHECKPOINT_EVERY_S = 1.0
 CHECKPOINT_EVERY_MESSAGES = 5_000
 """Acks after the last checkpoint are found again on --resume by reading the target's
@@ -70,6 +75,8 @@ class ReplayOptions:
     window: int = 2000
     ack_timeout: float = 5.0
     progress: bool = False
+    checkpoint: bool = True
+    """False for drills: a scratch restore is never resumed, so it leaves no state."""
 
 
 @dataclass
@@ -232,13 +239,16 @@ def replay_id(opts: ReplayOptions, generation: str, target_server: str) -> str:
 class Checkpoint:
     """The acknowledged prefix of one replay, kept on the target in a KV bucket."""
 
-    def __init__(self, nc: RawClient, key: str) -> None:
+    def __init__(self, nc: RawClient, key: str, enabled: bool = True) -> None:
         self.nc = nc
         self.key = key
+        self.enabled = enabled
         self.kv: Any = None
         self.saved: int | None = None
 
     async def open(self) -> None:
+        if not self.enabled:
+            return
         js = self.nc.jetstream()
         try:
             self.kv = await js.key_value(CHECKPOINT_BUCKET)
@@ -253,6 +263,8 @@ class Checkpoint:
             raise SourceError(f"cannot open the replay checkpoint bucket: {exc}") from exc
 
     async def load(self) -> int | None:
+        if not self.enabled:
+            return None
         try:
             entry = await self.kv.get(self.key)
         except nats.js.errors.KeyNotFoundError:
@@ -260,7 +272,7 @@ class Checkpoint:
         return int(json.loads(entry.value)["acked_through_seq"])
 
     async def save(self, seq: int | None) -> None:
-        if seq is None or seq == self.saved:
+        if not self.enabled or seq is None or seq == self.saved:
             return
         await self.kv.put(
             self.key, json.dumps({"acked_through_seq": seq, "at": time.time()}).encode()
@@ -448,9 +460,8 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
         if opts.dry_run:
             return summary
         summary.skipped = 0
-        checkpoint = Checkpoint(
-            nc, replay_id(opts, plan.generation, str(nc._server_info.get("server_id")))
-        )
+        server_id = str(nc._server_info.get("server_id"))
+        checkpoint = Checkpoint(nc, replay_id(opts, plan.generation, server_id), opts.checkpoint)
         await checkpoint.open()
         skip_through: int | None = None
         skip: set[int] = set()

@@ -33,9 +33,10 @@ from archiver.natsconn import NatsOptions, RawClient, connect, redact_url
 from archiver.publisher import JsPublisher
 from archiver.replay_headers import (
     CHECKPOINT_BUCKET,
-    growth_bound,
+    fixed_growth,
     is_delete_marker,
     message_id,
+    renamed_growth,
     replay_block,
 )
 from archiver.selection import Selection, iter_selected, select_files
@@ -138,12 +139,12 @@ def make_plan(store: Store, opts: ReplayOptions) -> Plan:
                 plan.samples.append((subject, mapped))
             plan.by_subject[mapped] += 1
             plan.messages += 1
-            plan.largest_bound = max(plan.largest_bound, growth_bound(raw, sel.stream, generation))
+            plan.largest_bound = max(plan.largest_bound, renamed_growth(raw) if raw else 0)
         if opts.dry_run:
             payload_total += pc.sum(pc.binary_length(table.column("data"))).as_py() or 0
     # Footers record the largest payload-plus-headers per file; add the most any header
     # block grows when rewritten for replay.
-    plan.largest_bound += max(largest_payload, 0)
+    plan.largest_bound += max(largest_payload, 0) + fixed_growth(sel.stream, generation)
     plan.payload_bytes = payload_total if opts.dry_run else None
     return plan
 

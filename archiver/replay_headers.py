@@ -63,16 +63,25 @@ def replay_block(raw: bytes | None, *, msg_id: str, stream: str, seq: int, time_
     return b"\r\n".join(out) + b"\r\n\r\n"
 
 
-def growth_bound(raw: bytes | None, stream: str, generation: str, seq_digits: int = 20) -> int:
+def growth_bound(raw: bytes | None, stream: str, generation: str) -> int:
     """How many bytes ``replay_block`` adds at most to a block (for size checks)."""
-    renamed = sum(len(_RENAMED) for line in _lines(raw) if _key(line).startswith(_RESERVED))
-    fixed = len(
+    return fixed_growth(stream, generation) + renamed_growth(raw)
+
+
+def fixed_growth(stream: str, generation: str) -> int:
+    """The bytes every replayed block carries whatever the archived one held."""
+    biggest = 10**20 - 1  # the largest sequence a name can hold
+    return len(
         replay_block(
             None,
-            msg_id=message_id(stream, generation, 10**seq_digits - 1),
+            msg_id=message_id(stream, generation, biggest),
             stream=stream,
-            seq=10**seq_digits - 1,
+            seq=biggest,
             time_ns=0,
         )
     )
-    return fixed + renamed
+
+
+def renamed_growth(raw: bytes | None) -> int:
+    """The bytes renaming reserved headers adds to this block."""
+    return sum(len(_RENAMED) for line in _lines(raw) if _key(line).startswith(_RESERVED))

@@ -17,7 +17,7 @@ from archiver.config import Settings
 from archiver.errors import UsageError
 from archiver.natsconn import RawClient, connect
 from archiver.records import Batch
-from archiver.selection import Selection, iter_selected
+from archiver.selection import Selection, iter_rows, iter_selected
 from archiver.source import reader_for
 from archiver.store import Store, open_store
 from archiver.streams import stream_info
@@ -52,8 +52,7 @@ class _Ranges:
 
 
 def _archive_rows(store: Store, files: list[Any], sel: Selection) -> Iterator[Row]:
-    for table in iter_selected(store, files, sel, COLUMNS):
-        yield from zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)
+    return iter_rows(iter_selected(store, files, sel, COLUMNS), COLUMNS)
 
 
 def _differences(a: Row, b: Row) -> str:

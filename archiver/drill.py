@@ -28,7 +28,7 @@ from archiver.listing import read_footer
 from archiver.natsconn import NatsOptions, RawClient, connect, redact_url
 from archiver.replay import ReplayOptions, replay
 from archiver.replay_headers import message_id, replay_block
-from archiver.selection import Selection, iter_selected, select_files
+from archiver.selection import Selection, iter_rows, iter_selected, select_files
 from archiver.source import ConsumerReader
 from archiver.store import Store, open_store
 from archiver.streams import stream_info
@@ -115,11 +115,7 @@ async def _compare(
     """Restored messages against the archive, in order, one batch and row group at a time."""
     info = await stream_info(nc, scratch)
     result.restored = info.messages
-    archive = (
-        row
-        for t in iter_selected(store, files, sel, COLUMNS)
-        for row in zip(*(t.column(c).to_pylist() for c in COLUMNS), strict=True)
-    )
+    archive = iter_rows(iter_selected(store, files, sel, COLUMNS), COLUMNS)
     if not info.messages:
         result.differences = result.archived
         return

@@ -39,7 +39,7 @@ from archiver.replay_headers import (
     renamed_growth,
     replay_block,
 )
-from archiver.selection import Selection, iter_selected, select_files
+from archiver.selection import Selection, iter_rows, iter_selected, select_files
 from archiver.store import Store, open_store
 from archiver.streams import StreamInfo, get_message, list_streams, stream_info
 from archiver.subjects import SubjectMapper, captured_by
@@ -372,43 +372,36 @@ async def _publish_all(
     bar = _progress(plan.messages, opts.progress)
     last_save, since_save = time.monotonic(), 0
     try:
-        for table in iter_selected(
-            store, plan.files, sel, ["seq", "subject", "time_ns", "raw_headers", "data"]
-        ):
-            for seq, subject, time_ns, raw, data in zip(
-                *(
-                    table.column(c).to_pylist()
-                    for c in ("seq", "subject", "time_ns", "raw_headers", "data")
-                ),
-                strict=True,
-            ):
-                if not opts.delete_markers and raw and is_delete_marker(raw):
-                    summary.skipped += 1
-                    continue
-                if (skip_through is not None and seq <= skip_through) or seq in skip:
-                    summary.skipped += 1
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                block = replay_block(
-                    raw,
-                    msg_id=message_id(sel.stream, plan.generation, seq),
-                    stream=sel.stream,
-                    seq=seq,
-                    time_ns=time_ns,
-                )
-                await pacer.wait()
-                await publisher.publish(opts.mapper.map(subject), block, data, seq)
-                summary.bytes += len(data)
+        columns = ["seq", "subject", "time_ns", "raw_headers", "data"]
+        rows = iter_rows(iter_selected(store, plan.files, sel, columns), columns)
+        for seq, subject, time_ns, raw, data in rows:
+            if not opts.delete_markers and raw and is_delete_marker(raw):
+                summary.skipped += 1
+                continue
+            if (skip_through is not None and seq <= skip_through) or seq in skip:
+                summary.skipped += 1
                 if bar is not None:
                     bar.update(1)
-                since_save += 1
-                if (
-                    since_save >= CHECKPOINT_EVERY_MESSAGES
-                    or time.monotonic() - last_save > CHECKPOINT_EVERY_S
-                ):
-                    await checkpoint.save(publisher.acked_prefix_key)
-                    last_save, since_save = time.monotonic(), 0
+                continue
+            block = replay_block(
+                raw,
+                msg_id=message_id(sel.stream, plan.generation, seq),
+                stream=sel.stream,
+                seq=seq,
+                time_ns=time_ns,
+            )
+            await pacer.wait()
+            await publisher.publish(opts.mapper.map(subject), block, data, seq)
+            summary.bytes += len(data)
+            if bar is not None:
+                bar.update(1)
+            since_save += 1
+            if (
+                since_save >= CHECKPOINT_EVERY_MESSAGES
+                or time.monotonic() - last_save > CHECKPOINT_EVERY_S
+            ):
+                await checkpoint.save(publisher.acked_prefix_key)
+                last_save, since_save = time.monotonic(), 0
         await publisher.drain()
         await checkpoint.save(publisher.acked_prefix_key)
     finally:

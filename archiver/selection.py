@@ -152,3 +152,16 @@ def iter_selected(
                     yield selected.select(columns)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise SegmentCorrupt(f"cannot read archive file {f.key}: {exc}") from exc
+
+
+ROWS_AT_ONCE = 10_000
+"""Rows turned into Python objects at a time: a whole row group at once would hold about
+a hundred thousand payloads as objects besides the Arrow buffers."""
+
+
+def iter_rows(tables: Iterator[pa.Table], columns: list[str]) -> Iterator[tuple[Any, ...]]:
+    """Row tuples of ``columns``, a slice of each table at a time."""
+    for table in tables:
+        for start in range(0, table.num_rows, ROWS_AT_ONCE):
+            part = table.slice(start, ROWS_AT_ONCE)
+            yield from zip(*(part.column(c).to_pylist() for c in columns), strict=True)

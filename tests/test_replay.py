@@ -292,7 +292,10 @@ def test_interrupted_replay_resumes_with_each_message_once(
     nats: NatsServer, tmp_path: Path
 ) -> None:
     total = 20_000
-    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    # A one-second duplicate window: the resume below comes after it has closed, so the
+    # server cannot drop repeats; the checkpoint and the tail check must.
+    asyncio.run(add_streams(nats.url, {"RESTORE": "restore.>"}, duplicate_window=1.0))
     from helpers import publish
 
     asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 30}.login" for i in range(total)]))
@@ -323,6 +326,7 @@ def test_interrupted_replay_resumes_with_each_message_once(
     proc.wait()
     partial = _count(nats.url, "RESTORE")
     assert 0 < partial < total
+    time.sleep(1.5)
     resumed = run_cli(*cmd[3:], "--resume")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)

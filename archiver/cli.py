@@ -77,10 +77,33 @@ def common_options(func: F) -> F:
             help="Client key for mutual TLS.",
         ),
         click.option("-v", "--verbose", count=True, help="More log output (-vv for debug)."),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            envvar="ARCHIVER_LOG_FORMAT",
+            show_default=True,
+            help="Log lines for people, or JSON lines for log collectors.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def metrics_options(func: F) -> F:
+    """Where a command's metrics go: a CronJob has no scrape target."""
+    func = click.option(
+        "--metrics-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="ARCHIVER_METRICS_FILE",
+        help="Write metrics for node-exporter's textfile collector.",
+    )(func)
+    return click.option(
+        "--pushgateway",
+        envvar="ARCHIVER_PUSHGATEWAY",
+        help="Push metrics to this Prometheus Pushgateway URL.",
+    )(func)
 
 
 def json_option(func: F) -> F:
@@ -89,13 +112,26 @@ def json_option(func: F) -> F:
     )
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, log_format: str = "text") -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "asctime": "time"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # nats-py logs reconnect chatter at error level on its own; ours says it once.
-    logging.getLogger("nats").setLevel(max(level, logging.CRITICAL))
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    # botocore's debug lines carry request headers (signatures, session tokens): never.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fail(exc: ArchiverError) -> None:
@@ -120,7 +156,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def _settings(params: dict[str, Any]) -> Any:
     from archiver.config import resolve
 
-    _setup_logging(params.get("verbose", 0))
+    _setup_logging(params.get("verbose", 0), params.get("log_format") or "text")
     try:
         return resolve(params)
     except ArchiverError as exc:
@@ -194,13 +230,23 @@ def _return_memory_promptly() -> None:
     envvar="ARCHIVER_SPOOL_DIR",
     help="Scratch directory for files being written [default: system temp].",
 )
+@metrics_options
 @with_errors
-def run(as_json: bool, **params: Any) -> None:
+def run(as_json: bool, pushgateway: str | None, metrics_file: Path | None, **params: Any) -> None:
     """Archive each selected stream (default: all) up to its last sequence, then exit."""
     from archiver.archive import run as archive_run
 
     settings = _settings(params)
     results = _run(archive_run(settings))
+    if pushgateway or metrics_file:
+        from dataclasses import replace
+
+        from archiver.metrics import export, run_metrics
+        from archiver.status import status as get_status
+
+        done = tuple(r.stream for r in results if not r.skipped)
+        statuses = _run(get_status(replace(settings, streams=done))) if done else []
+        export(run_metrics(results, statuses), "run", pushgateway, metrics_file)
     rows = [r.as_json() for r in results]
     _emit(
         rows,
@@ -226,8 +272,11 @@ def run(as_json: bool, **params: Any) -> None:
 @common_options
 @json_option
 @click.option("--stream", "stream", multiple=True, help="Only this stream (repeatable).")
+@metrics_options
 @with_errors
-def status(as_json: bool, **params: Any) -> None:
+def status(
+    as_json: bool, pushgateway: str | None, metrics_file: Path | None, **params: Any
+) -> None:
     """How far behind the archive is and how long until unarchived messages expire.
 
     Exits 3 when a stream is at-risk or lost.
@@ -237,6 +286,10 @@ def status(as_json: bool, **params: Any) -> None:
 
     settings = _settings(params)
     found = _run(get_status(settings))
+    if pushgateway or metrics_file:
+        from archiver.metrics import export, status_metrics
+
+        export(status_metrics(found), "status", pushgateway, metrics_file)
     _emit(
         [s.as_json() for s in found],
         as_json,
@@ -477,8 +530,11 @@ def verify_command(
     help="Write the report here (.json), with .md and .svg beside it.",
 )
 @click.option("--keep", is_flag=True, help="Keep the scratch streams for inspection.")
+@metrics_options
 @with_errors
 def drill_command(
+    pushgateway: str | None,
+    metrics_file: Path | None,
     as_json: bool,
     drill_streams: tuple[str, ...],
     target_url: str | None,
@@ -502,6 +558,10 @@ def drill_command(
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from exc
     report = _run(drill(settings, drill_streams, target_url, since_ns, keep))
+    if pushgateway or metrics_file:
+        from archiver.metrics import drill_metrics, export
+
+        export(drill_metrics(report), "drill", pushgateway, metrics_file)
     if report_path:
         written = write_reports(report, open_store(settings.store_url, settings.s3), report_path)
         if not as_json:

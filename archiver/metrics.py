@@ -1,0 +1,128 @@
+"""Every metric in one place, pushed to a Pushgateway or written for node-exporter.
+
+A CronJob has no scrape target, so each command that reports builds a fresh registry
+and hands it over at the end: ``--pushgateway URL`` (grouped by job ``nats-archiver``
+and the command) or ``--metrics-file PATH`` (node-exporter's textfile collector; written
+to a temp name and renamed, so the collector never reads half a file).
+
+| metric | type | labels | meaning |
+|---|---|---|---|
+| nats_archiver_last_success_timestamp_seconds | gauge | stream | end of the last run that archived the stream without error |
+| nats_archiver_run_duration_seconds | gauge | stream | how long the stream's pass took |
+| nats_archiver_messages_archived | gauge | stream | messages archived by this run |
+| nats_archiver_bytes_archived | gauge | stream | payload and header bytes archived by this run |
+| nats_archiver_bytes_written | gauge | stream | Parquet bytes written by this run |
+| nats_archiver_messages_lost_total | counter | stream | messages that expired before this run could archive them |
+| nats_archiver_behind_messages | gauge | stream | messages the stream holds beyond the archive (status) |
+| nats_archiver_expires_in_seconds | gauge | stream | time until the oldest unarchived message expires; +Inf when none |
+| nats_archiver_run_errors | gauge | stream | 1 when the stream's pass failed |
+| nats_archiver_drill_success | gauge | stream | 1 when the last drill restored and matched everything |
+| nats_archiver_drill_rto_seconds | gauge | stream | the drill's restore time |
+| nats_archiver_drill_rpo_seconds | gauge | stream | age of the newest archived message at drill time |
+| nats_archiver_drill_timestamp_seconds | gauge | | when the last drill finished |
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
+
+from archiver.errors import ArchiverError
+
+if TYPE_CHECKING:
+    from archiver.archive import StreamResult
+    from archiver.drill import DrillReport
+    from archiver.status import StreamStatus
+
+P = "nats_archiver_"
+
+
+def _gauge(reg: CollectorRegistry, name: str, doc: str) -> Gauge:
+    return Gauge(P + name, doc, ["stream"], registry=reg)
+
+
+def run_metrics(results: list[StreamResult], statuses: list[StreamStatus]) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    success = _gauge(reg, "last_success_timestamp_seconds", "End of the last error-free run")
+    duration = _gauge(reg, "run_duration_seconds", "Seconds the stream's pass took")
+    messages = _gauge(reg, "messages_archived", "Messages archived by this run")
+    bytes_in = _gauge(reg, "bytes_archived", "Payload and header bytes archived by this run")
+    bytes_out = _gauge(reg, "bytes_written", "Parquet bytes written by this run")
+    lost = Counter(
+        P + "messages_lost",
+        "Messages that expired before they were archived",
+        ["stream"],
+        registry=reg,
+    )
+    errors = _gauge(reg, "run_errors", "1 when the stream's pass failed")
+    now = time.time()
+    for r in results:
+        if r.skipped:
+            continue
+        if r.error is None:
+            success.labels(r.stream).set(now)
+        duration.labels(r.stream).set(r.seconds)
+        messages.labels(r.stream).set(r.messages)
+        bytes_in.labels(r.stream).set(r.bytes_in)
+        bytes_out.labels(r.stream).set(r.bytes_out)
+        lost.labels(r.stream).inc(r.lost)
+        errors.labels(r.stream).set(1 if r.error else 0)
+    add_status(reg, statuses)
+    return reg
+
+
+def add_status(reg: CollectorRegistry, statuses: list[StreamStatus]) -> None:
+    behind = _gauge(reg, "behind_messages", "Messages the stream holds beyond the archive")
+    expires = _gauge(
+        reg, "expires_in_seconds", "Seconds until the oldest unarchived message expires"
+    )
+    for s in statuses:
+        behind.labels(s.stream).set(s.behind)
+        expires.labels(s.stream).set(math.inf if s.expires_in_s is None else s.expires_in_s)
+
+
+def status_metrics(statuses: list[StreamStatus]) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    add_status(reg, statuses)
+    return reg
+
+
+def drill_metrics(report: DrillReport) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    ok = _gauge(reg, "drill_success", "1 when the drill restored and matched everything")
+    rto = _gauge(reg, "drill_rto_seconds", "Seconds the drill's restore took")
+    rpo = _gauge(reg, "drill_rpo_seconds", "Age of the newest archived message at drill time")
+    for s in report.streams:
+        ok.labels(s.stream).set(1 if s.ok else 0)
+        rto.labels(s.stream).set(s.rto_seconds)
+        if s.rpo_seconds is not None:
+            rpo.labels(s.stream).set(s.rpo_seconds)
+    Gauge(P + "drill_timestamp_seconds", "When the last drill finished", registry=reg).set(
+        time.time()
+    )
+    return reg
+
+
+def export(
+    reg: CollectorRegistry, command: str, pushgateway: str | None, textfile: Path | None
+) -> None:
+    """Hand the metrics over; a failure is one clear error, after the work is done."""
+    try:
+        if textfile is not None:
+            write_to_textfile(str(textfile), reg)
+        if pushgateway:
+            push_to_gateway(
+                pushgateway,
+                job="nats-archiver",
+                grouping_key={"command": command},
+                registry=reg,
+                timeout=10,
+            )
+    except OSError as exc:
+        raise ArchiverError(
+            f"cannot deliver metrics: {exc}", hint="check --pushgateway / --metrics-file"
+        ) from exc

@@ -8,6 +8,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 from helpers import publish, run_cli
 from natsserver import NatsServer, binary_for
@@ -24,7 +25,7 @@ def samples(text: str) -> dict[tuple[str, str], float]:
 
 
 class Receiver(BaseHTTPRequestHandler):
-    bodies: list[tuple[str, bytes]] = []
+    bodies: ClassVar[list[tuple[str, bytes]]] = []
 
     def do_PUT(self) -> None:
         length = int(self.headers["Content-Length"])

@@ -314,8 +314,9 @@ def select_streams(all_infos: list[StreamInfo], settings: Settings) -> list[Stre
                 hint=f"streams on the server: {', '.join(known) or 'none'}",
             )
         return [by_name[s] for s in settings.streams]
-    # The archiver's own state (leases, replay checkpoints) is not worth archiving.
-    exclude = (*settings.exclude, lease_stream, f"KV_{CHECKPOINT_BUCKET}")
+    # The archiver's own state (leases, replay checkpoints, drills' scratch streams) is
+    # not worth archiving.
+    exclude = (*settings.exclude, lease_stream, f"KV_{CHECKPOINT_BUCKET}", "DRILL_*")
     return [i for i in all_infos if not any(fnmatch.fnmatchcase(i.name, p) for p in exclude)]
 
 

@@ -464,6 +464,7 @@ def _replay_options(params: dict[str, Any], settings: Any, progress: bool) -> An
         seq_map=params["seq_map"],
         delete_markers=params["include_delete_markers"],
         progress=progress,
+        bounds_text=f"{params['since'] or ''}..{params['until'] or ''}",
     )
 
 

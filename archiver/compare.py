@@ -78,10 +78,12 @@ async def compare_report(nc: RawClient, store: Store, report: StreamReport) -> N
     start, end = max(info.first_seq, 1), min(info.last_seq, report.last_seq)
     if start > end:
         return
+    # Files verify found damaged are reported already; reading them here would abort.
+    damaged = {f.key for f in report.findings if f.kind in ("damaged", "mismatch")}
     files = [
         f
         for f in catalog.data_files(store, report.stream)
-        if f.name.generation == report.generation
+        if f.name.generation == report.generation and f.key not in damaged
     ]
     sel = Selection(report.stream, report.generation, from_seq=start, to_seq=end)
     archive = _archive_rows(store, files, sel)

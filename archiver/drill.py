@@ -15,19 +15,22 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+
 from archiver import catalog
 from archiver.config import Settings
 from archiver.coverage import coverage_svg
-from archiver.errors import ArchiverError, UsageError
+from archiver.errors import ArchiverError, SourceError, UsageError
 from archiver.listing import read_footer
 from archiver.natsconn import NatsOptions, RawClient, connect, redact_url
 from archiver.replay import ReplayOptions, replay
-from archiver.replay_headers import message_id, replay_block
+from archiver.replay_headers import is_delete_marker, message_id, replay_block
 from archiver.selection import Selection, iter_rows, iter_selected, select_files
 from archiver.source import ConsumerReader
 from archiver.store import Store, open_store
@@ -98,7 +101,13 @@ async def _create_scratch(nc: RawClient, stream: str) -> tuple[str, str]:
     name = f"DRILL_{token}_{stream}"[:200]
     subject = f"drill.{token}"
     js = nc.jetstream()
-    await js.add_stream(name=name, subjects=[f"{subject}.>"])
+    try:
+        await js.add_stream(name=name, subjects=[f"{subject}.>"])
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise SourceError(
+            f"cannot create the scratch stream {name} on the target: {exc}",
+            hint="the drill user needs to create streams named DRILL_* on drill.>",
+        ) from exc
     return name, subject
 
 
@@ -121,7 +130,7 @@ async def _compare(
         return
     async for batch in ConsumerReader(nc, scratch, 1, info.last_seq).batches():
         for i in range(len(batch)):
-            want = await asyncio.to_thread(next, archive, None)
+            want = await asyncio.to_thread(_next_replayed, archive)
             if want is None:
                 _differ(result, f"scratch seq {batch.seqs[i]} has no archived counterpart")
                 continue
@@ -146,6 +155,14 @@ async def _compare(
                 _differ(result, f"archived seq {seq}: {', '.join(wrong)} differ")
             else:
                 result.matched += 1
+
+
+def _next_replayed(rows: Iterator[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """The next archived row that replay publishes (it skips KV delete markers)."""
+    for row in rows:
+        if not (row[3] and is_delete_marker(row[3])):
+            return row
+    return None
 
 
 def _differ(result: StreamDrill, text: str) -> None:
@@ -198,7 +215,10 @@ async def _drill_stream(
         result.error = f"{exc}"
     finally:
         if not keep:
-            await nc.jetstream().delete_stream(scratch)
+            try:
+                await nc.jetstream().delete_stream(scratch)
+            except (nats.errors.Error, TimeoutError) as exc:
+                result.error = result.error or f"could not remove scratch stream {scratch}: {exc}"
     return result
 
 

@@ -77,6 +77,8 @@ class ReplayOptions:
     ack_timeout: float = 5.0
     progress: bool = False
     checkpoint: bool = True
+    bounds_text: str = ""
+    """``--since``/``--until`` as typed: part of the replay's identity for --resume."""
     """False for drills: a scratch restore is never resumed, so it leaves no state."""
 
 
@@ -206,9 +208,14 @@ async def check_safety(
     if opts.yes or opts.dry_run:
         return
     live = opts.selection.stream
-    if live not in {s.name for s in streams}:
+    named = [s for s in streams if s.name == live]
+    if not named:
         return
-    if await _same_server(settings.nats, target, target_opts):
+    # The same stream, whichever node or URL it is reached through: its creation time
+    # is the archive's generation. A stream of that name elsewhere (a DR cluster) is not.
+    if named[0].generation == plan.generation or await _same_server(
+        settings.nats, target, target_opts
+    ):
         raise UnsafeActionRefused(
             f"this replay would publish into the live stream {live} on the server it came from",
             hint="map subjects elsewhere (--subject-prefix), use --target-url, or pass --yes",
@@ -218,7 +225,13 @@ async def check_safety(
 # -- checkpoints ----------------------------------------------------------------------------
 
 
-def replay_id(opts: ReplayOptions, generation: str, target_server: str) -> str:
+def replay_id(opts: ReplayOptions, generation: str, targets: list[StreamInfo]) -> str:
+    """The identity of a replay: what it selects, how it maps, and where it goes.
+
+    The target streams count by name and creation time (a server's id changes on every
+    restart; a recreated stream is a new target). Time bounds count as the user typed
+    them, so ``--since 36h`` resumes an hour later too.
+    """
     sel = opts.selection
     ident = json.dumps(
         [
@@ -227,10 +240,9 @@ def replay_id(opts: ReplayOptions, generation: str, target_server: str) -> str:
             list(sel.subjects.patterns),
             sel.from_seq,
             sel.to_seq,
-            sel.since_ns,
-            sel.until_ns,
+            opts.bounds_text,
             opts.mapper.describe(),
-            target_server,
+            sorted((t.name, t.created_ns) for t in targets),
             opts.delete_markers,
         ]
     )
@@ -252,16 +264,19 @@ class Checkpoint:
             return
         js = self.nc.jetstream()
         try:
-            self.kv = await js.key_value(CHECKPOINT_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
             try:
+                self.kv = await js.key_value(CHECKPOINT_BUCKET)
+            except nats.js.errors.BucketNotFoundError:
                 self.kv = await js.create_key_value(
                     bucket=CHECKPOINT_BUCKET, history=1, description="nats-archiver replay progress"
                 )
-            except nats.js.errors.BadRequestError:
-                self.kv = await js.key_value(CHECKPOINT_BUCKET)
-        except nats.errors.Error as exc:
-            raise SourceError(f"cannot open the replay checkpoint bucket: {exc}") from exc
+        except nats.js.errors.BadRequestError:
+            self.kv = await js.key_value(CHECKPOINT_BUCKET)  # created meanwhile by another
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise SourceError(
+                f"cannot open the replay checkpoint bucket {CHECKPOINT_BUCKET}: {exc}",
+                hint="the replay user needs to create and write that KV bucket on the target",
+            ) from exc
 
     async def load(self) -> int | None:
         if not self.enabled:
@@ -270,14 +285,18 @@ class Checkpoint:
             entry = await self.kv.get(self.key)
         except nats.js.errors.KeyNotFoundError:
             return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise SourceError(f"cannot read the replay checkpoint: {exc}") from exc
         return int(json.loads(entry.value)["acked_through_seq"])
 
     async def save(self, seq: int | None) -> None:
         if not self.enabled or seq is None or seq == self.saved:
             return
-        await self.kv.put(
-            self.key, json.dumps({"acked_through_seq": seq, "at": time.time()}).encode()
-        )
+        body = json.dumps({"acked_through_seq": seq, "at": time.time()}).encode()
+        try:
+            await self.kv.put(self.key, body)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise SourceError(f"cannot save the replay checkpoint: {exc}") from exc
         self.saved = seq
 
 
@@ -454,8 +473,7 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
         if opts.dry_run:
             return summary
         summary.skipped = 0
-        server_id = str(nc._server_info.get("server_id"))
-        checkpoint = Checkpoint(nc, replay_id(opts, plan.generation, server_id), opts.checkpoint)
+        checkpoint = Checkpoint(nc, replay_id(opts, plan.generation, streams), opts.checkpoint)
         await checkpoint.open()
         skip_through: int | None = None
         skip: set[int] = set()

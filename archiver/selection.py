@@ -139,7 +139,9 @@ def iter_selected(
     needed = sorted({*columns, "seq", "time_ns", "subject"})
     for f in files:
         try:
-            parquet = pq.ParquetFile(RangeFile(store, f.key, f.size))
+            parquet = pq.ParquetFile(
+                RangeFile(store, f.key, f.size), page_checksum_verification=True
+            )
             meta = parquet.metadata
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
             seq_col, time_col = names.index("seq"), names.index("time_ns")

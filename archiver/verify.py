@@ -30,7 +30,7 @@ import zstandard
 from archiver import catalog, layout
 from archiver.catalog import DataFile
 from archiver.config import Settings
-from archiver.errors import StoreError
+from archiver.errors import StoreError, UsageError
 from archiver.gaps import Gap, GapKind, decode_record
 from archiver.segment import META_PREFIX, ContentHash, check_schema
 from archiver.store import Store, open_store
@@ -151,7 +151,10 @@ def check_file(store: Store, f: DataFile) -> tuple[_Covered | None, list[Finding
     if wrong:
         kind = "damaged" if meta.get("content_hash") != digest else "mismatch"
         return None, [finding(kind, "; ".join(wrong))], rows
-    declared = [Gap(a, b, GapKind(k)) for a, b, k in json.loads(meta.get("gaps", "[]"))]
+    try:
+        declared = [Gap(a, b, GapKind(k)) for a, b, k in json.loads(meta.get("gaps", "[]"))]
+    except (ValueError, TypeError) as exc:
+        return None, [finding("damaged", f"unreadable gaps in the footer: {exc}")], rows
     findings = []
     undeclared = _subtract(inner, declared)
     for a, b in undeclared:
@@ -324,7 +327,14 @@ def verify(settings: Settings, streams: tuple[str, ...]) -> list[StreamReport]:
     store = open_store(settings.store_url, settings.s3)
     store.check()
     reports = []
-    for stream in streams or tuple(catalog.streams_in_archive(store)):
+    known = catalog.streams_in_archive(store)
+    unknown = [s for s in streams if s not in known]
+    if unknown:
+        raise UsageError(
+            f"the archive holds no stream {', '.join(unknown)}",
+            hint=f"streams in the archive: {', '.join(known) or 'none'}",
+        )
+    for stream in streams or tuple(known):
         files = catalog.data_files(store, stream)
         generations = sorted(
             {f.name.generation for f in files}

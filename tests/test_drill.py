@@ -98,3 +98,20 @@ def test_drill_over_a_damaged_file_fails_and_names_it(nats: NatsServer, tmp_path
     assert not sfs["ok"] and any(victim in p for p in sfs["verify_problems"] + [sfs["error"] or ""])
     assert next(s for s in report["streams"] if s["stream"] == "AUTH")["ok"]
     assert stream_names(nats.url) == before
+
+
+def test_drill_of_a_stream_with_kv_delete_markers_passes(nats: NatsServer, tmp_path: Path) -> None:
+    asyncio.run(add_streams(nats.url, {"KVLIKE": "kv.>"}))
+    pub = RawPublisher(nats.port)
+    try:
+        pub.publish("kv.a", b"1")
+        pub.publish("kv.a", b"", b"NATS/1.0\r\nKV-Operation: DEL\r\n\r\n")
+        pub.publish("kv.b", b"2")
+    finally:
+        pub.close()
+    root = tmp_path / "archive"
+    asyncio.run(run(settings(nats.url, str(root))))
+    result = run_cli("drill", "--nats-url", nats.url, "--store", str(root), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (s,) = json.loads(result.stdout)["streams"]
+    assert (s["archived"], s["restored"], s["matched"], s["differences"]) == (2, 2, 2, 0)

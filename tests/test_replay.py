@@ -418,3 +418,18 @@ def test_kv_delete_markers_only_with_the_flag(nats: NatsServer, tmp_path: Path) 
         "restore.kv.b",
     ]
     assert b"\r\nKV-Operation: DEL\r\n" in (got[2].raw_header or b"")
+
+
+def test_replay_identity_survives_a_server_restart_but_not_a_new_target() -> None:
+    from archiver.replay import ReplayOptions, replay_id
+    from archiver.selection import Selection
+    from archiver.streams import StreamInfo
+
+    def target(created: int) -> StreamInfo:
+        return StreamInfo("RESTORE", {}, created, 1, 10, 10, None, None)
+
+    opts = ReplayOptions(selection=Selection("AUTH"), bounds_text="36h..")
+    assert replay_id(opts, "g1", [target(5)]) == replay_id(opts, "g1", [target(5)])
+    assert replay_id(opts, "g1", [target(5)]) != replay_id(opts, "g1", [target(6)])
+    other = ReplayOptions(selection=Selection("AUTH"), bounds_text="37h..")
+    assert replay_id(opts, "g1", [target(5)]) != replay_id(other, "g1", [target(5)])

@@ -190,3 +190,23 @@ def test_against_nats_finds_a_changed_payload_and_is_silent_otherwise(
     assert [k for k in kinds(report) if k[0] == "differs"] == [("differs", 11, 11)]
     detail = next(f["detail"] for f in report["findings"] if f["kind"] == "differs")  # type: ignore[union-attr]
     assert "payload" in detail and "subject" not in detail
+
+
+def test_against_nats_with_a_damaged_file_still_reports(
+    archived: tuple[NatsServer, Path, Store],
+) -> None:
+    nats, root, store = archived
+    path = root / data_keys(store)[0]
+    path.write_bytes(path.read_bytes()[:-100])
+    result = run_cli(
+        "verify", "--store", str(root), "--json", "--nats-url", nats.url, "--against-nats"
+    )
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    report = json.loads(result.stdout)[0]
+    assert any(f["kind"] == "damaged" for f in report["findings"])
+
+
+def test_an_unknown_stream_is_a_usage_error(archived: tuple[NatsServer, Path, Store]) -> None:
+    _, root, _ = archived
+    result = run_cli("verify", "--store", str(root), "AUHT")
+    assert result.returncode == 2 and "no stream AUHT" in result.stderr and "AUTH" in result.stderr

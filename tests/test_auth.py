@@ -1,0 +1,155 @@
+"""Each NATS auth mode against a real nats-server configured for it; wrong credentials
+give one line and exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import nkeys
+import pytest
+import trustme
+from helpers import run_cli
+from natsserver import NatsServer, binary_for
+
+STREAM_CONF = "jetstream: enabled\n"
+
+
+def start(tmp_path: Path, conf: str) -> NatsServer:
+    (tmp_path / "nats").mkdir(exist_ok=True)
+    server = NatsServer(binary_for("newest"), tmp_path / "nats", extra_conf=conf)
+    server.start()
+    return server
+
+
+def run_ok(args: list[str], tmp_path: Path) -> None:
+    result = run_cli("run", *args, "--store", str(tmp_path / "archive"), "--json")
+    assert result.returncode == 0, result.stderr
+
+
+def run_refused(args: list[str], tmp_path: Path, secret: str = "") -> None:
+    result = run_cli("run", *args, "--store", str(tmp_path / "refused"))
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    if secret:
+        assert secret not in result.stderr + result.stdout
+
+
+def test_token(tmp_path: Path) -> None:
+    server = start(tmp_path, 'authorization { token: "t0ken-s3cret" }')
+    try:
+        run_ok(["--nats-url", f"nats://t0ken-s3cret@127.0.0.1:{server.port}"], tmp_path)
+        run_refused(
+            ["--nats-url", f"nats://wr0ng-t0ken@127.0.0.1:{server.port}"], tmp_path, "wr0ng-t0ken"
+        )
+    finally:
+        server.stop()
+
+
+def test_nkey_seed(tmp_path: Path) -> None:
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(seed).public_key.decode()
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_bytes(seed)
+    other = tmp_path / "other.nk"
+    other.write_bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+    server = start(tmp_path, f"authorization {{ users = [ {{ nkey: {public} }} ] }}")
+    try:
+        url = ["--nats-url", f"nats://127.0.0.1:{server.port}"]
+        run_ok([*url, "--nkey-seed", str(seed_file)], tmp_path)
+        run_refused([*url, "--nkey-seed", str(other)], tmp_path, other.read_text())
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> dict[str, Path]:
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    client_cert = ca.issue_cert("archiver@example.test")
+    paths = {
+        name: tmp_path / f"{name}.pem"
+        for name in ("ca", "server", "server_key", "client", "client_key")
+    }
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    server_cert.cert_chain_pems[0].write_to_path(str(paths["server"]))
+    server_cert.private_key_pem.write_to_path(str(paths["server_key"]))
+    client_cert.cert_chain_pems[0].write_to_path(str(paths["client"]))
+    client_cert.private_key_pem.write_to_path(str(paths["client_key"]))
+    return paths
+
+
+def test_tls_with_a_private_ca(tmp_path: Path, certs: dict[str, Path]) -> None:
+    conf = f'tls {{ cert_file: "{certs["server"]}", key_file: "{certs["server_key"]}" }}'
+    server = start(tmp_path, conf)
+    try:
+        url = ["--nats-url", f"tls://127.0.0.1:{server.port}"]
+        run_ok([*url, "--tls-ca", str(certs["ca"])], tmp_path)
+        run_refused(url, tmp_path)  # the system trust store does not know our CA
+    finally:
+        server.stop()
+
+
+def test_mutual_tls(tmp_path: Path, certs: dict[str, Path]) -> None:
+    conf = (
+        f'tls {{ cert_file: "{certs["server"]}", key_file: "{certs["server_key"]}", '
+        f'ca_file: "{certs["ca"]}", verify: true }}'
+    )
+    server = start(tmp_path, conf)
+    try:
+        url = ["--nats-url", f"tls://127.0.0.1:{server.port}", "--tls-ca", str(certs["ca"])]
+        run_ok(
+            [*url, "--tls-cert", str(certs["client"]), "--tls-key", str(certs["client_key"])],
+            tmp_path,
+        )
+        run_refused(url, tmp_path)  # no client certificate
+    finally:
+        server.stop()
+
+
+def test_missing_credential_files_are_usage_errors(tmp_path: Path) -> None:
+    for flag in ("--creds", "--nkey-seed"):
+        result = run_cli("run", flag, str(tmp_path / "nope"), "--store", str(tmp_path / "a"))
+        assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_two_archivers_share_twenty_streams(tmp_path: Path) -> None:
+    """Scale-out through the leases alone: each stream archived once, both did work."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import publish
+    from test_archive import add_streams
+
+    server = start(tmp_path, "")
+    try:
+        streams = {f"S{i:02d}": f"s{i}.>" for i in range(20)}
+        asyncio.run(add_streams(server.url, streams))
+        for i in range(20):
+            asyncio.run(publish(server.url, f"S{i:02d}", [f"s{i}.x"] * 2000))
+        cmd = [
+            sys.executable,
+            "-m",
+            "archiver",
+            "run",
+            "--nats-url",
+            server.url,
+            "--store",
+            str(tmp_path / "archive"),
+            "--json",
+        ]
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        server.stop()
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    done = [[r for r in json.loads(o[0]) if r["messages"]] for o in outs]
+    assert all(done), "each archiver archived some streams"
+    archived = sorted(r["stream"] for d in done for r in d)
+    assert archived == sorted(streams), "each stream exactly once"
+    assert all(r["messages"] == 2000 for d in done for r in d)

@@ -53,6 +53,7 @@ from common import (
     archiver_command,
     create_and_fill,
     rate,
+    rss_note,
     run_json,
     say,
     summarize_runs,
@@ -481,8 +482,7 @@ def table(doc: dict[str, Any]) -> str:
         f"payload {fill['payload_bytes'] / MB:,.1f} MB, {fill['header_messages']:,} with headers",
         f"raw limit ({raw['best']}): {raw['msgs_per_s']:,} msgs/s; "
         f"archiver / raw = {arch['ratio_to_raw']:.2f}",
-        f"archiver peak RSS {arch['peak_rss_mb']:.1f} MB (psutil {arch['peak_rss_psutil_mb']:.1f}, "
-        f"ru_maxrss {arch['peak_rss_rusage_mb']:.1f})",
+        f"archiver peak RSS {arch['peak_rss_mb']:.1f} MB ({rss_note(arch)})",
         f"archive {arch['archive_bytes'] / MB:,.1f} MB in {arch['files']} file(s): "
         f"{arch['bytes_per_payload_byte']:.3f} archive bytes per payload byte",
         f"verified: {verify_line}",

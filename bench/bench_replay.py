@@ -52,6 +52,7 @@ from common import (
     archiver_command,
     create_and_fill,
     rate,
+    rss_note,
     run_json,
     say,
     summarize_runs,
@@ -415,12 +416,23 @@ def table(doc: dict[str, Any]) -> str:
         "",
         f"messages {doc['params']['messages']:,} of ~{doc['params']['size']} B, "
         f"payload {fill['payload_bytes'] / MB:,.1f} MB, {fill['header_messages']:,} with headers",
-        f"replay peak RSS {rep['peak_rss_mb']:.1f} MB (psutil {rep['peak_rss_psutil_mb']:.1f}, "
-        f"ru_maxrss {rep['peak_rss_rusage_mb']:.1f})",
+        f"replay peak RSS {rep['peak_rss_mb']:.1f} MB"
+        + (
+            f" (worst of {len(rep['all_peak_rss_mb'])} runs: "
+            f"{' / '.join(f'{x:.1f}' for x in rep['all_peak_rss_mb'])}); median run: "
+            if len(rep["all_peak_rss_mb"]) > 1
+            else " "
+        )
+        + f"({rss_note(rep)})",
         f"nats-py publish_async caps in-flight publishes at {NATS_PY_ASYNC_CAP} by default; "
         f"the raw window was {raw['window']}, replay's window is 2000",
         f"verified: {verify_line}",
     ]
+    if "git_commit_at_end" in doc["versions"]:
+        lines.append(
+            f"WARNING: the code changed during the run ({doc['versions']['git_commit']} -> "
+            f"{doc['versions']['git_commit_at_end']}): runs may have measured different code"
+        )
     if doc["verdict"]["rate_below_half_raw"]:
         lines.append("WARNING: the replay is below half the raw limit")
     if doc["verdict"]["rss_above_limit"]:
@@ -484,6 +496,8 @@ def archive_once(url: str, targets: LocalTargets, fill: dict[str, Any]) -> tuple
 
 
 def measure(args: argparse.Namespace, server: NatsServer, scratch: Path) -> dict[str, Any]:
+    # Taken first: the code measured is the code at the start (see the check in main).
+    started_with = versions()
     say(f"filling {STREAM} with {args.messages:,} messages of ~{args.size} B ...")
     others = ForeignCpu()
     fill = asyncio.run(create_and_fill(server.url, server.port, args.messages, args.size))
@@ -531,7 +545,8 @@ def measure(args: argparse.Namespace, server: NatsServer, scratch: Path) -> dict
 
     raw = summarize_runs(raw_runs)
     rep = summarize_runs(replay_runs)
-    rep["peak_rss_mb"] = max(r["peak_rss_mb"] for r in replay_runs)  # the worst run
+    rep["all_peak_rss_mb"] = [r["peak_rss_mb"] for r in replay_runs]
+    rep["peak_rss_mb"] = max(rep["all_peak_rss_mb"])  # memory is judged by the worst run
     rep["ratio_to_raw"] = round(rep["msgs_per_s"] / raw["msgs_per_s"], 3)
     rep["wall_ratio_to_raw"] = round(rep["wall_msgs_per_s"] / raw["msgs_per_s"], 3)
     problems = [p for r in replay_runs for p in r["verify"]["problems"]]
@@ -547,7 +562,7 @@ def measure(args: argparse.Namespace, server: NatsServer, scratch: Path) -> dict
             "subjects": 50,
             "header_fraction": 0.1,
         },
-        "versions": versions(),
+        "versions": started_with,
         "fill": fill,
         "archive": archive,
         "raw": raw,
@@ -579,6 +594,9 @@ def main() -> int:
             "load_avg_1m_before": round(load_before, 2),
             **measure(args, server, scratch),
         }
+        commit_now = versions()["git_commit"]
+        if commit_now != doc["versions"]["git_commit"]:
+            doc["versions"]["git_commit_at_end"] = commit_now
         report = ""
         if args.profile:
             say("archiver replay in-process under cProfile ...")

@@ -203,6 +203,13 @@ class ConsumerReader:
             next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{name}"
             try:
                 while not self._finished and not self._broken:
+                    # Hand over a full batch before pulling more: memory stays at about
+                    # one batch however long the stream.
+                    if (
+                        len(self._batch) >= self.batch_rows
+                        or self._batch.nbytes >= self.batch_bytes
+                    ):
+                        yield self._take()
                     try:
                         await self._pull(next_subject, inbox, max_bytes)
                     except nats.errors.Error as exc:
@@ -227,11 +234,6 @@ class ConsumerReader:
                     else:
                         # 503 no consumer, 409 consumer deleted or leadership change, ...
                         self._broken = True
-                    if (
-                        len(self._batch) >= self.batch_rows
-                        or self._batch.nbytes >= self.batch_bytes
-                    ):
-                        yield self._take()
             finally:
                 await self.nc.unsubscribe_raw(sub)
                 await self._delete_consumer(name)

@@ -127,3 +127,20 @@ def test_listing_pages_past_256_streams(nats: NatsServer) -> None:
 
     names = asyncio.run(case())
     assert sorted(names) == [f"S{i:03d}" for i in range(300)]
+
+
+def test_batches_are_handed_over_as_they_fill(nats: NatsServer) -> None:
+    """Memory stays at about one batch: the reader must not hold the whole stream."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5000))
+
+    async def case() -> list[int]:
+        nc = await connect(NatsOptions(url=nats.url))
+        try:
+            reader = ConsumerReader(nc, "AUTH", 1, 5000, batch_rows=1000, fetch_rows=500)
+            return [len(b) async for b in reader.batches()]
+        finally:
+            await nc.close()
+
+    sizes = asyncio.run(case())
+    assert sum(sizes) == 5000 and max(sizes) <= 1500 and len(sizes) >= 4

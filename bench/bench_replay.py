@@ -428,10 +428,10 @@ def table(doc: dict[str, Any]) -> str:
         f"the raw window was {raw['window']}, replay's window is 2000",
         f"verified: {verify_line}",
     ]
-    if "git_commit_at_end" in doc["versions"]:
+    if "archiver_tree_at_end" in doc["versions"]:
         lines.append(
-            f"WARNING: the code changed during the run ({doc['versions']['git_commit']} -> "
-            f"{doc['versions']['git_commit_at_end']}): runs may have measured different code"
+            f"WARNING: archiver/ changed during the run ({doc['versions']['archiver_tree']} -> "
+            f"{doc['versions']['archiver_tree_at_end']}): runs may have measured different code"
         )
     if doc["verdict"]["rate_below_half_raw"]:
         lines.append("WARNING: the replay is below half the raw limit")
@@ -594,9 +594,9 @@ def main() -> int:
             "load_avg_1m_before": round(load_before, 2),
             **measure(args, server, scratch),
         }
-        commit_now = versions()["git_commit"]
-        if commit_now != doc["versions"]["git_commit"]:
-            doc["versions"]["git_commit_at_end"] = commit_now
+        tree_now = versions()["archiver_tree"]
+        if tree_now != doc["versions"]["archiver_tree"]:
+            doc["versions"]["archiver_tree_at_end"] = tree_now
         report = ""
         if args.profile:
             say("archiver replay in-process under cProfile ...")

@@ -212,11 +212,12 @@ def versions() -> dict[str, str]:
             ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
         ).stdout.strip()
 
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    if git("status", "--porcelain", "--", "archiver"):
-        commit += "+dirty"  # the archiver's code differs from that commit
+    # The commit, and the archiver package's own tree: the commit moves with unrelated
+    # changes (docs, tests), the tree only when the code measured changes.
+    dirty = "+dirty" if git("status", "--porcelain", "--", "archiver") else ""
     return {
-        "git_commit": commit,
+        "git_commit": git("rev-parse", "--short", "HEAD") or "?",
+        "archiver_tree": (git("rev-parse", "--short", "HEAD:archiver") or "?") + dirty,
         "python": platform.python_version(),
         "nats_server": server.removeprefix("nats-server: "),
         "nats_py": version("nats-py"),

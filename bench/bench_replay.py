@@ -390,7 +390,7 @@ def table(doc: dict[str, Any]) -> str:
     }
     rows = [
         ("fill (pipelined acked publish)", fill, ""),
-        ("archive (archiver run, setup)", archive, ""),
+        ("archive (archiver run, setup)", archive, f"peak RSS {archive['peak_rss_mb']:.0f} MB"),
         (f"raw: nats-py publish_async w={raw['window']}", raw, "raw limit"),
         ("archiver replay, publish pass", rep, f"x{rep['ratio_to_raw']:.2f} of raw"),
         (

@@ -64,6 +64,8 @@ from common import (
     STREAM,
     ForeignCpu,
     archiver_command,
+    base_parser,
+    busy_notes,
     create_and_fill,
     rate,
     rss_note,
@@ -469,12 +471,7 @@ def table(doc: dict[str, Any]) -> str:
             f"WARNING: verify peak RSS grows with N (over {RSS_GROWTH_LIMIT:.0%} above "
             "the small archive's)"
         )
-    busy = [name for name, r, _ in rows if r["foreign_cpu_s"] > 0.1 * r["seconds"]]
-    if busy:
-        lines.append(
-            f"NOTE: other processes used over 10% of a core during: {', '.join(busy)}; "
-            "those figures are likely low"
-        )
+    lines += busy_notes(rows)
     return "\n".join(lines)
 
 
@@ -482,11 +479,7 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--messages", type=int, default=1_000_000, help="N [%(default)s]")
-    parser.add_argument("--size", type=int, default=300, help="payload bytes, about [%(default)s]")
+    parser = base_parser(__doc__)
     parser.add_argument(
         "--small",
         type=int,

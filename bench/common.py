@@ -6,6 +6,7 @@ tests' nats-server helper (``natsserver``) import from any working directory.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -236,3 +237,25 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         median["all_msgs_per_s"] = [r["msgs_per_s"] for r in runs]
         median["all_foreign_cpu_s"] = [r["foreign_cpu_s"] for r in runs]
     return median
+
+
+def busy_notes(rows: list[tuple[str, dict[str, Any], str]]) -> list[str]:
+    """A line naming the phases other processes disturbed (over a tenth of a core)."""
+    busy = [name for name, r, _ in rows if r["foreign_cpu_s"] > 0.1 * r["seconds"]]
+    if not busy:
+        return []
+    return [
+        f"NOTE: other processes used over 10% of a core during: {', '.join(busy)}; "
+        "those figures are likely low"
+    ]
+
+
+def base_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark takes: N messages of about S bytes."""
+    parser = argparse.ArgumentParser(
+        description=(doc or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--messages", type=int, default=1_000_000, help="N [%(default)s]")
+    parser.add_argument("--size", type=int, default=300, help="payload bytes, about [%(default)s]")
+    return parser

@@ -6,7 +6,8 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,19 @@ import pyarrow.parquet as pq
 
 from archiver.config import Settings
 from archiver.cutter import FileLimits
-from archiver.natsconn import NatsOptions, connect
+from archiver.natsconn import NatsOptions, RawClient, connect
 from archiver.store import Store
 from archiver.store.open import S3Options
+
+
+@asynccontextmanager
+async def nats_client(url: str) -> AsyncIterator[RawClient]:
+    """A connection for test set-up and checks, closed however the block ends."""
+    nc = await connect(NatsOptions(url=url))
+    try:
+        yield nc
+    finally:
+        await nc.close()
 
 
 def settings(nats_url: str, store_url: str, **overrides: Any) -> Settings:
@@ -59,14 +70,11 @@ async def publish(
     url: str, stream: str, subjects: Iterable[str], payload: bytes = b"x" * 100
 ) -> list[int]:
     """Publish with acks; returns the stored sequences."""
-    nc = await connect(NatsOptions(url=url))
-    js = nc.jetstream()
-    try:
+    async with nats_client(url) as nc:
+        js = nc.jetstream()
         futures = [await js.publish_async(s, payload) for s in subjects]
         acks = await asyncio.gather(*futures)
         return [a.seq for a in acks]
-    finally:
-        await nc.close()
 
 
 def run_cli(

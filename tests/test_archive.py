@@ -8,14 +8,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from helpers import data_keys, publish, read_archive, settings
+from helpers import data_keys, nats_client, publish, read_archive, settings
 from natsserver import NatsServer
 from rawpub import RawPublisher
 
 from archiver import layout
 from archiver.archive import run
 from archiver.gaps import GapKind, decode_record
-from archiver.natsconn import NatsOptions, connect
 from archiver.status import State, status
 from archiver.store import Store
 from archiver.streams import get_message, stream_info
@@ -38,21 +37,15 @@ ODD_HEADERS = [
 
 
 async def add_streams(url: str, streams: dict[str, str], **config: object) -> None:
-    nc = await connect(NatsOptions(url=url))
-    try:
+    async with nats_client(url) as nc:
         for name, subject in streams.items():
             await nc.jetstream().add_stream(name=name, subjects=[subject], **config)
-    finally:
-        await nc.close()
 
 
 async def delete_msgs(url: str, stream: str, seqs: list[int]) -> None:
-    nc = await connect(NatsOptions(url=url))
-    try:
+    async with nats_client(url) as nc:
         for seq in seqs:
             await nc.jetstream().delete_msg(stream, seq)
-    finally:
-        await nc.close()
 
 
 def fill_tricky(nats: NatsServer, stream: str, prefix: str) -> None:
@@ -72,8 +65,7 @@ def fill_tricky(nats: NatsServer, stream: str, prefix: str) -> None:
 
 async def server_messages(url: str, stream: str) -> dict[int, tuple[str, bytes | None, bytes, int]]:
     """Every stored message of a stream, fetched one by one without a consumer."""
-    nc = await connect(NatsOptions(url=url))
-    try:
+    async with nats_client(url) as nc:
         info = await stream_info(nc, stream)
         found = {}
         for seq in range(info.first_seq, info.last_seq + 1):
@@ -81,8 +73,6 @@ async def server_messages(url: str, stream: str) -> dict[int, tuple[str, bytes |
             if m is not None:
                 found[seq] = (m.subject, m.raw_header, m.data, m.time_ns)
         return found
-    finally:
-        await nc.close()
 
 
 def test_every_message_archived_once_with_exact_bytes(
@@ -212,11 +202,8 @@ def test_expired_before_archived_is_lost_recorded_and_reported(
 
 
 async def _messages(url: str, stream: str) -> int:
-    nc = await connect(NatsOptions(url=url))
-    try:
+    async with nats_client(url) as nc:
         return (await stream_info(nc, stream)).messages
-    finally:
-        await nc.close()
 
 
 def test_status_at_risk_within_margin(nats: NatsServer, tmp_path: Path) -> None:
@@ -259,11 +246,8 @@ def test_recreated_stream_starts_a_new_generation(nats: NatsServer, tmp_path: Pa
 
 
 async def _delete_stream(url: str, name: str) -> None:
-    nc = await connect(NatsOptions(url=url))
-    try:
+    async with nats_client(url) as nc:
         await nc.jetstream().delete_stream(name)
-    finally:
-        await nc.close()
 
 
 def test_stream_that_rewound_below_the_archive_is_not_resumed(
@@ -300,9 +284,8 @@ def test_workqueue_and_interest_streams_keep_their_messages(
 
 
 async def _consumerless_case(nats: NatsServer, tmp_path: Path, retention: str) -> None:
-    nc = await connect(NatsOptions(url=nats.url))
-    js = nc.jetstream()
-    try:
+    async with nats_client(nats.url) as nc:
+        js = nc.jetstream()
         await js.add_stream(name="WORK", subjects=["work.>"], retention=retention)
         # An interest stream stores only while someone is interested.
         sub = await js.pull_subscribe("work.>", durable="worker")
@@ -317,8 +300,6 @@ async def _consumerless_case(nats: NatsServer, tmp_path: Path, retention: str) -
         assert names == ["worker"], consumers
         got = await sub.fetch(25, timeout=5)
         assert sorted(m.data for m in got) == sorted(f"job {i}".encode() for i in range(25))
-    finally:
-        await nc.close()
 
 
 async def _consumers(js: object, stream: str) -> list[object]:
@@ -379,20 +360,16 @@ def test_first_run_does_not_count_what_was_gone_before_it_as_lost(
 
 
 async def _purge(url: str, stream: str) -> None:
-    nc = await connect(NatsOptions(url=url))
-    try:
+    async with nats_client(url) as nc:
         await nc.jetstream().purge_stream(stream)
-    finally:
-        await nc.close()
 
 
 def test_workqueue_messages_taken_by_workers_are_consumed_not_lost(
     nats: NatsServer, tmp_path: Path
 ) -> None:
     async def case() -> None:
-        nc = await connect(NatsOptions(url=nats.url))
-        js = nc.jetstream()
-        try:
+        async with nats_client(nats.url) as nc:
+            js = nc.jetstream()
             await js.add_stream(name="WORK", subjects=["work.>"], retention="workqueue")
             sub = await js.pull_subscribe("work.>", durable="worker")
             for i in range(10):
@@ -408,8 +385,6 @@ def test_workqueue_messages_taken_by_workers_are_consumed_not_lost(
             again = (await run(settings(nats.url, str(tmp_path / "archive"))))[0]
             # The worker took 5..12; 5..10 were archived already, 11 and 12 were not.
             assert (again.consumed, again.lost, again.exit_code) == (2, 0, 0)
-        finally:
-            await nc.close()
 
     asyncio.run(case())
 

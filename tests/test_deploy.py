@@ -220,8 +220,10 @@ def test_dockerfile_image_is_pinned_non_root_and_read_only_ready() -> None:
         assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?", stage.image)
     assert len({s.image for s in stages}) == 1
     build, runtime = stages[0], stages[-1]
-    assert any(w == "RUN" and "pip install" in a and re.search(r"\s\.(\s|$)", a)
-               for w, a in build.instructions), "installs the checkout, as the README does"
+    assert any(
+        w == "RUN" and "pip install" in a and re.search(r"\s\.(\s|$)", a)
+        for w, a in build.instructions
+    ), "installs the checkout, as the README does"
     assert ("COPY", f"--from={build.name} /opt/venv /opt/venv") in runtime.instructions
 
     user = [a for w, a in runtime.instructions if w == "USER"]
@@ -254,8 +256,11 @@ def test_dockerfile_copies_what_the_package_build_needs() -> None:
             copied.update(s.rstrip("/") for s in sources)
     project = _pyproject()
     assert {"pyproject.toml", project["project"]["readme"], "archiver"} <= copied
-    ignored = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
-               if p.strip() and not p.startswith("#")]
+    ignored = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not any(fnmatch(source, pattern) for pattern in ignored), source
@@ -339,8 +344,11 @@ def test_cronjob_runs_non_root_on_a_read_only_root_filesystem(job: str) -> None:
     cronjob = by_kind("CronJob")[job]["spec"]
     assert cronjob["concurrencyPolicy"] == "Forbid"
     assert cronjob["timeZone"] == "Etc/UTC"
-    for field in ("startingDeadlineSeconds", "successfulJobsHistoryLimit",
-                  "failedJobsHistoryLimit"):
+    for field in (
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ):
         assert isinstance(cronjob[field], int), field
     job_spec = cronjob["jobTemplate"]["spec"]
     assert job_spec["activeDeadlineSeconds"] > 0 and job_spec["backoffLimit"] >= 0
@@ -408,7 +416,10 @@ def test_cronjob_command_is_a_real_archiver_command(job: str) -> None:
     # looks at --help (exit 2, "No such option").
     result = subprocess.run(
         archiver_argv([*args, "--help"]),
-        capture_output=True, text=True, check=False, env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_env(),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"Usage: archiver {args[0]}"), result.stdout
@@ -418,9 +429,7 @@ def test_cronjob_command_is_a_real_archiver_command(job: str) -> None:
     assert params["as_json"] is True
     policy = params["policy"]
     volume = mounts(job)[str(policy.parent)]
-    assert volume["configMap"]["name"] in {
-        g["name"] for g in kustomization()["configMapGenerator"]
-    }
+    assert volume["configMap"]["name"] in {g["name"] for g in kustomization()["configMapGenerator"]}
     assert policy.name == "policy.yaml"  # the generator's key (its file name)
     if params.get("report_path"):
         assert str(params["report_path"].parent) in writable_dirs(job)
@@ -448,8 +457,9 @@ def test_cronjob_credentials_come_from_a_secret(job: str) -> None:
         # Optional: with IRSA or pod identity (preferred) the keys are left out.
         assert ref["optional"] is True and ref["key"] == name
         secrets.add(ref["name"])
-    creds_secret = next(v["secret"]["secretName"] for v in pod_spec(job)["volumes"]
-                        if "secret" in v)
+    creds_secret = next(
+        v["secret"]["secretName"] for v in pod_spec(job)["volumes"] if "secret" in v
+    )
     assert secrets == {creds_secret}
     # No secret value is written into the manifest itself.
     assert all("value" not in v for n, v in variables.items() if n.startswith("AWS_"))
@@ -568,8 +578,13 @@ def _allowed(statements: list[dict[str, Any]]) -> set[str]:
     [
         (
             "iam-archiver.json",
-            {"s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:AbortMultipartUpload",
-             "s3:ListMultipartUploadParts"},
+            {
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            },
         ),
         ("iam-reader.json", {"s3:GetObject", "s3:ListBucket"}),
     ],
@@ -697,9 +712,15 @@ def _server_conf(store_dir: Path) -> str:
     return f'include "{include}"\nauthorization {{\n  users = [\n{users}\n  ]\n}}\n'
 
 
-def _run_archiver(args: list[str], timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def _run_archiver(
+    args: list[str], timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        archiver_argv(args), capture_output=True, text=True, timeout=timeout, check=False,
+        archiver_argv(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env=clean_env(**env),
     )
 
@@ -839,11 +860,22 @@ def test_archiver_user_cannot_publish_events_or_change_streams(deployment: Deplo
 
 def test_replay_user_restores_into_restore_subjects_only(deployment: Deployment) -> None:
     url = deployment.url("replay")
-    result = _run_archiver([
-        "replay", "--policy", str(DEPLOY / "policy.yaml"), "--nats-url", url,
-        "--store", str(deployment.archive), "--stream", "AUTH",
-        "--subject-prefix", "restore", "--json",
-    ])
+    result = _run_archiver(
+        [
+            "replay",
+            "--policy",
+            str(DEPLOY / "policy.yaml"),
+            "--nats-url",
+            url,
+            "--store",
+            str(deployment.archive),
+            "--stream",
+            "AUTH",
+            "--subject-prefix",
+            "restore",
+            "--json",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["target_streams"] == ["RESTORE"]

@@ -6,25 +6,21 @@ import asyncio
 import json
 from pathlib import Path
 
-from helpers import data_keys, publish, run_cli, settings
+from helpers import data_keys, nats_client, publish, run_cli, settings
 from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import add_streams
 
 from archiver.archive import run
 from archiver.cutter import FileLimits
-from archiver.natsconn import NatsOptions, connect
 from archiver.store import open_store
 from archiver.streams import list_streams
 
 
 def stream_names(url: str) -> list[str]:
     async def go() -> list[str]:
-        nc = await connect(NatsOptions(url=url))
-        try:
+        async with nats_client(url) as nc:
             return sorted(s.name for s in await list_streams(nc))
-        finally:
-            await nc.close()
 
     return asyncio.run(go())
 

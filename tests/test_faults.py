@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers import data_keys, publish, read_archive, settings
+from helpers import data_keys, nats_client, publish, read_archive, settings
 from natsserver import NatsServer
 from s3server import FaultProxy
 from test_archive import add_streams
@@ -14,7 +14,6 @@ from test_archive import add_streams
 from archiver.archive import run
 from archiver.cutter import FileLimits
 from archiver.lease import LeaseHeld, LeaseLost, Leases
-from archiver.natsconn import NatsOptions, connect
 from archiver.store.open import S3Options
 from archiver.store.s3 import S3Store
 
@@ -88,8 +87,7 @@ def test_lease_is_exclusive_and_a_lost_lease_stops_commits(nats: NatsServer) -> 
 
 
 async def _lease_case(nats: NatsServer) -> None:
-    nc = await connect(NatsOptions(url=nats.url))
-    try:
+    async with nats_client(nats.url) as nc:
         first, second = Leases(nc, "leases", ttl=30), Leases(nc, "leases", ttl=30)
         held = await first.acquire("AUTH")
         with pytest.raises(LeaseHeld):
@@ -104,14 +102,11 @@ async def _lease_case(nats: NatsServer) -> None:
         await taken.release()
         again = await first.acquire("AUTH")
         await again.release()
-    finally:
-        await nc.close()
 
 
 def test_a_kept_lease_outlives_its_ttl(nats: NatsServer) -> None:
     async def case() -> None:
-        nc = await connect(NatsOptions(url=nats.url))
-        try:
+        async with nats_client(nats.url) as nc:
             mine = await Leases(nc, "leases", ttl=1.2).acquire("AUTH")
             mine.start_keepalive()
             await asyncio.sleep(3)
@@ -119,8 +114,6 @@ def test_a_kept_lease_outlives_its_ttl(nats: NatsServer) -> None:
             with pytest.raises(LeaseHeld):
                 await Leases(nc, "leases", ttl=1.2).acquire("AUTH")
             await mine.release()
-        finally:
-            await nc.close()
 
     asyncio.run(case())
 

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import run_cli, settings
+from helpers import nats_client, run_cli, settings
 from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import add_streams
 
 from archiver.archive import run
-from archiver.natsconn import NatsOptions, connect
 from archiver.replay_headers import message_id, replay_block
 from archiver.streams import StoredMessage, get_message, stream_info
 
@@ -35,8 +34,7 @@ def reserved_block(i: int) -> bytes:
 
 def stored(url: str, stream: str) -> list[StoredMessage]:
     async def go() -> list[StoredMessage]:
-        nc = await connect(NatsOptions(url=url))
-        try:
+        async with nats_client(url) as nc:
             info = await stream_info(nc, stream)
             out: list[StoredMessage] = []
             if not info.messages:
@@ -46,8 +44,6 @@ def stored(url: str, stream: str) -> list[StoredMessage]:
                 if m is not None:
                     out.append(m)
             return out
-        finally:
-            await nc.close()
 
     return asyncio.run(go())
 
@@ -88,11 +84,8 @@ def expected_block(m: StoredMessage, generation: str) -> bytes:
 
 def generation_of(url: str) -> str:
     async def go() -> str:
-        nc = await connect(NatsOptions(url=url))
-        try:
+        async with nats_client(url) as nc:
             return (await stream_info(nc, "AUTH")).generation
-        finally:
-            await nc.close()
 
     return asyncio.run(go())
 
@@ -264,11 +257,8 @@ def test_message_too_large_for_the_target_is_refused_before_sending(
     nats, root, _ = archived
 
     async def small_stream() -> None:
-        nc = await connect(NatsOptions(url=nats.url))
-        try:
+        async with nats_client(nats.url) as nc:
             await nc.jetstream().add_stream(name="SMALL", subjects=["small.>"], max_msg_size=100)
-        finally:
-            await nc.close()
 
     asyncio.run(small_stream())
     result = replay(nats, root, "--subject-prefix", "small")
@@ -301,23 +291,7 @@ def test_interrupted_replay_resumes_with_each_message_once(
     asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 30}.login" for i in range(total)]))
     root = str(tmp_path / "archive")
     asyncio.run(run(settings(nats.url, root)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "archiver",
-        "replay",
-        "--nats-url",
-        nats.url,
-        "--store",
-        root,
-        "--stream",
-        "AUTH",
-        "--subject-prefix",
-        "restore",
-        "--json",
-        "--rate",
-        "4000",
-    ]
+    cmd = replay_to_restore(nats.url, root, "--rate", "4000")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _count(nats.url, "RESTORE") < 6000:
@@ -336,13 +310,30 @@ def test_interrupted_replay_resumes_with_each_message_once(
     assert len(got) == total and len(set(ids)) == total
 
 
+def replay_to_restore(url: str, root: str, *extra: str) -> list[str]:
+    """The command that replays all of AUTH into restore.>, as a subprocess argv."""
+    return [
+        sys.executable,
+        "-m",
+        "archiver",
+        "replay",
+        "--nats-url",
+        url,
+        "--store",
+        root,
+        "--stream",
+        "AUTH",
+        "--subject-prefix",
+        "restore",
+        "--json",
+        *extra,
+    ]
+
+
 def _count(url: str, stream: str) -> int:
     async def go() -> int:
-        nc = await connect(NatsOptions(url=url))
-        try:
+        async with nats_client(url) as nc:
             return (await stream_info(nc, stream)).messages
-        finally:
-            await nc.close()
 
     return asyncio.run(go())
 
@@ -355,24 +346,7 @@ def test_nats_restart_mid_replay(nats: NatsServer, tmp_path: Path) -> None:
     asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 30}.login" for i in range(total)]))
     root = str(tmp_path / "archive")
     asyncio.run(run(settings(nats.url, root)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "archiver",
-        "replay",
-        "-v",
-        "--nats-url",
-        nats.url,
-        "--store",
-        root,
-        "--stream",
-        "AUTH",
-        "--subject-prefix",
-        "restore",
-        "--json",
-        "--rate",
-        "5000",
-    ]
+    cmd = replay_to_restore(nats.url, root, "-v", "--rate", "5000")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _count(nats.url, "RESTORE") < 3000:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from helpers import publish
+from helpers import nats_client, publish
 from natsserver import NatsServer
 from test_archive import add_streams, delete_msgs
 
-from archiver.natsconn import NatsOptions, RawClient, connect
+from archiver.natsconn import RawClient
 from archiver.records import Batch
 from archiver.source import ConsumerReader
 from archiver.streams import list_streams
@@ -70,15 +70,12 @@ def test_reader_stops_at_the_end_point_while_messages_keep_arriving(nats: NatsSe
     asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 300))
 
     async def case() -> Batch:
-        nc = await connect(NatsOptions(url=nats.url))
-        try:
+        async with nats_client(nats.url) as nc:
             reader = ConsumerReader(nc, "AUTH", 1, 300, fetch_rows=50)
             feeder = asyncio.create_task(publish(nats.url, "AUTH", ["auth.late"] * 500))
             got = await read_all(reader)
             await feeder
             return got
-        finally:
-            await nc.close()
 
     assert asyncio.run(case()).seqs == list(range(1, 301))
 
@@ -89,11 +86,8 @@ def test_reader_ends_when_the_last_messages_were_deleted(nats: NatsServer) -> No
     asyncio.run(delete_msgs(nats.url, "AUTH", [19, 20]))
 
     async def case() -> Batch:
-        nc = await connect(NatsOptions(url=nats.url))
-        try:
+        async with nats_client(nats.url) as nc:
             return await read_all(ConsumerReader(nc, "AUTH", 5, 20, stall_timeout=3))
-        finally:
-            await nc.close()
 
     assert asyncio.run(case()).seqs == list(range(5, 19))
 
@@ -103,11 +97,8 @@ def test_a_message_larger_than_the_fetch_byte_cap_is_still_read(nats: NatsServer
     asyncio.run(publish(nats.url, "AUTH", ["auth.big"] * 3, payload=b"b" * 50_000))
 
     async def case() -> Batch:
-        nc = await connect(NatsOptions(url=nats.url))
-        try:
+        async with nats_client(nats.url) as nc:
             return await read_all(ConsumerReader(nc, "AUTH", 1, 3, fetch_bytes=1000))
-        finally:
-            await nc.close()
 
     got = asyncio.run(case())
     assert got.seqs == [1, 2, 3] and all(len(d) == 50_000 for d in got.datas)
@@ -115,15 +106,12 @@ def test_a_message_larger_than_the_fetch_byte_cap_is_still_read(nats: NatsServer
 
 def test_listing_pages_past_256_streams(nats: NatsServer) -> None:
     async def case() -> list[str]:
-        nc = await connect(NatsOptions(url=nats.url))
-        try:
+        async with nats_client(nats.url) as nc:
             js = nc.jetstream()
             await asyncio.gather(
                 *(js.add_stream(name=f"S{i:03d}", subjects=[f"s{i}.>"]) for i in range(300))
             )
             return [s.name for s in await list_streams(nc)]
-        finally:
-            await nc.close()
 
     names = asyncio.run(case())
     assert sorted(names) == [f"S{i:03d}" for i in range(300)]
@@ -135,12 +123,9 @@ def test_batches_are_handed_over_as_they_fill(nats: NatsServer) -> None:
     asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5000))
 
     async def case() -> list[int]:
-        nc = await connect(NatsOptions(url=nats.url))
-        try:
+        async with nats_client(nats.url) as nc:
             reader = ConsumerReader(nc, "AUTH", 1, 5000, batch_rows=1000, fetch_rows=500)
             return [len(b) async for b in reader.batches()]
-        finally:
-            await nc.close()
 
     sizes = asyncio.run(case())
     assert sum(sizes) == 5000 and max(sizes) <= 1500 and len(sizes) >= 4

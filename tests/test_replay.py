@@ -407,3 +407,34 @@ def test_replay_identity_survives_a_server_restart_but_not_a_new_target() -> Non
     assert replay_id(opts, "g1", [target(5)]) != replay_id(opts, "g1", [target(6)])
     other = ReplayOptions(selection=Selection("AUTH"), bounds_text="37h..")
     assert replay_id(opts, "g1", [target(5)]) != replay_id(other, "g1", [target(5)])
+
+
+def test_server_max_payload_counts_the_rewritten_headers(tmp_path: Path) -> None:
+    """A message that fits the source but not with replay's headers is refused up front:
+    an oversized publish would make the server drop the connection."""
+    from natsserver import binary_for
+
+    (tmp_path / "nats").mkdir()
+    server = NatsServer(binary_for("newest"), tmp_path / "nats", max_payload=2000)
+    server.start()
+    try:
+        asyncio.run(add_streams(server.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+        from helpers import publish
+
+        asyncio.run(publish(server.url, "AUTH", ["auth.big"], payload=b"p" * 1950))
+        root = str(tmp_path / "archive")
+        asyncio.run(run(settings(server.url, root)))
+        result = run_cli(*replay_to_restore(server.url, root)[3:])
+        assert result.returncode == 1
+        assert "(2000 bytes)" in result.stderr and "nothing was sent" in result.stderr
+        assert stored(server.url, "RESTORE") == []
+    finally:
+        server.stop()
+
+
+def test_rate_paces_the_replay(archived: tuple[NatsServer, str, list[StoredMessage]]) -> None:
+    nats, root, _ = archived
+    result = replay(nats, root, "--subject-prefix", "restore", "--to-seq", "150", "--rate", "100")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["published"] == 150 and summary["seconds"] >= 1.4  # 150 at 100/s

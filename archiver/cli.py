@@ -47,6 +47,34 @@ def common_options(func: F) -> F:
             help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS).",
         ),
         click.option(
+            "--s3-addressing-style",
+            envvar="ARCHIVER_S3_ADDRESSING_STYLE",
+            type=click.Choice(["path", "virtual", "auto"]),
+            help="Bucket in the path or in the host name [default: path].",
+        ),
+        click.option(
+            "--s3-checksum",
+            envvar="ARCHIVER_S3_CHECKSUM",
+            type=click.Choice(["when_required", "when_supported"]),
+            help="When to send request checksums [default: when_required].",
+        ),
+        click.option(
+            "--s3-sse",
+            envvar="ARCHIVER_S3_SSE",
+            type=click.Choice(["AES256", "aws:kms"]),
+            help="Server-side encryption of written objects: SSE-S3 or SSE-KMS.",
+        ),
+        click.option(
+            "--s3-sse-kms-key-id",
+            envvar="ARCHIVER_S3_SSE_KMS_KEY_ID",
+            help="KMS key id or ARN for --s3-sse aws:kms [default: the bucket's key].",
+        ),
+        click.option(
+            "--s3-storage-class",
+            envvar="ARCHIVER_S3_STORAGE_CLASS",
+            help="Storage class of written objects, e.g. STANDARD_IA [default: the bucket's].",
+        ),
+        click.option(
             "--creds",
             envvar="ARCHIVER_CREDS",
             type=click.Path(path_type=Path),

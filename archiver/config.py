@@ -189,11 +189,11 @@ def resolve(flags: dict[str, Any]) -> Settings:
     s3 = S3Options(
         endpoint_url=pick("s3_endpoint", s.s3.endpoint),
         region=s.s3.region,
-        addressing_style=s.s3.addressing_style,
-        checksum=s.s3.checksum,
-        sse=s.s3.sse,
-        sse_kms_key_id=s.s3.sse_kms_key_id,
-        storage_class=s.s3.storage_class,
+        addressing_style=pick("s3_addressing_style", s.s3.addressing_style),
+        checksum=pick("s3_checksum", s.s3.checksum),
+        sse=pick("s3_sse", s.s3.sse),
+        sse_kms_key_id=pick("s3_sse_kms_key_id", s.s3.sse_kms_key_id),
+        storage_class=pick("s3_storage_class", s.s3.storage_class),
         multipart_threshold=int(s.s3.multipart_threshold),
         part_size=int(s.s3.part_size),
     )

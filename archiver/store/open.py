@@ -23,6 +23,8 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ADDRESSING_STYLES = ("path", "virtual", "auto")
 _CHECKSUM_MODES = ("when_required", "when_supported")
 _SSE_MODES = ("AES256", "aws:kms")
+# Objects in these classes cannot be read until restored (hours); GLACIER_IR can.
+_RESTORE_FIRST_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,13 @@ class S3Options:
         if self.sse is not None:
             _choice("server-side encryption", self.sse, _SSE_MODES)
         if self.sse_kms_key_id and self.sse != "aws:kms":
-            raise UsageError("an SSE KMS key id needs server-side encryption aws:kms")
+            raise UsageError("an SSE KMS key id needs server-side encryption aws:kms (--s3-sse)")
+        if self.storage_class in _RESTORE_FIRST_CLASSES:
+            raise UsageError(
+                f"storage class {self.storage_class} needs a restore before every read, so"
+                " resume, verify and replay could not read the archive",
+                hint="write STANDARD or STANDARD_IA and move old files with the lifecycle policy",
+            )
         if self.part_size < MIN_PART_SIZE:
             raise UsageError(f"S3 part size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
         if self.multipart_threshold < 0:

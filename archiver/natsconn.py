@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ class NatsOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     connect_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        # Checked with the other settings, before a command touches NATS or the store.
+        if self.creds:
+            _check_creds(self.creds)
+        if self.nkey_seed and not self.nkey_seed.is_file():
+            raise UsageError(f"nkey seed file {self.nkey_seed} does not exist")
 
 
 def redact_url(url: str) -> str:
@@ -125,12 +133,8 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
     if tls:
         kwargs["tls"] = tls
     if opts.creds:
-        if not opts.creds.is_file():
-            raise UsageError(f"credentials file {opts.creds} does not exist")
         kwargs["user_credentials"] = str(opts.creds)
     if opts.nkey_seed:
-        if not opts.nkey_seed.is_file():
-            raise UsageError(f"nkey seed file {opts.nkey_seed} does not exist")
         kwargs["nkeys_seed"] = str(opts.nkey_seed)
     try:
         # allow_reconnect during the first connect would retry forever on a wrong URL.
@@ -154,6 +158,24 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
     # Ride out a server restart or leader change of up to about a minute.
     nc.options.update(allow_reconnect=True, max_reconnect_attempts=60, reconnect_time_wait=1)
     return nc
+
+
+def _check_creds(path: Path) -> None:
+    """Refuse a creds file without a user JWT and seed before connecting: nats-py would
+    fail on it mid-handshake with an error that names neither the file nor the fix."""
+    if not path.is_file():
+        raise UsageError(f"credentials file {path} does not exist")
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read credentials file {path}: {exc.strerror}") from exc
+    jwt = re.search(r"-----BEGIN NATS USER JWT-----\s*(\S+)\s*-+END NATS USER JWT", text)
+    seed = re.search(r"-----BEGIN USER NKEY SEED-----\s*(SU[A-Z2-7]+)\s*-+END USER NKEY", text)
+    if not jwt or jwt.group(1).count(".") != 2 or not seed:
+        raise UsageError(
+            f"credentials file {path} does not hold a user JWT and nkey seed",
+            hint="pass the .creds file nsc or your account server generated for this user",
+        )
 
 
 async def _log_error(exc: Exception) -> None:

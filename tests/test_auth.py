@@ -7,18 +7,21 @@ import asyncio
 import os
 from pathlib import Path
 
+import nats
+import natsjwt
 import nkeys
 import pytest
 import trustme
+from conftest import NATS_VERSIONS
 from helpers import run_cli
 from natsserver import NatsServer, binary_for
 
 STREAM_CONF = "jetstream: enabled\n"
 
 
-def start(tmp_path: Path, conf: str) -> NatsServer:
+def start(tmp_path: Path, conf: str, version: str = "newest") -> NatsServer:
     (tmp_path / "nats").mkdir(exist_ok=True)
-    server = NatsServer(binary_for("newest"), tmp_path / "nats", extra_conf=conf)
+    server = NatsServer(binary_for(version), tmp_path / "nats", extra_conf=conf)
     server.start()
     return server
 
@@ -61,6 +64,69 @@ def test_nkey_seed(tmp_path: Path) -> None:
         run_refused([*url, "--nkey-seed", str(other)], tmp_path, other.read_text())
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("version", NATS_VERSIONS)
+def test_creds_file(version: str, tmp_path: Path) -> None:
+    """Operator mode (decentralised JWT auth): the user's creds file holds its JWT and
+    seed; a user whose account the server does not know is refused."""
+    op = natsjwt.operator()
+    system = natsjwt.account(op, "SYS")
+    app = natsjwt.account(op, "APP", natsjwt.UNLIMITED_ACCOUNT)
+    good = tmp_path / "archiver.creds"
+    good.write_text(natsjwt.creds(natsjwt.user(app, "archiver")))
+    stranger = natsjwt.user(natsjwt.account(op, "UNKNOWN", natsjwt.UNLIMITED_ACCOUNT), "x")
+    bad = tmp_path / "stranger.creds"
+    bad.write_text(natsjwt.creds(stranger))
+    server = start(tmp_path, natsjwt.server_conf(op, system, [app]), version)
+    try:
+        url = ["--nats-url", f"nats://127.0.0.1:{server.port}"]
+        asyncio.run(_stream_as(server.url, good))
+        run_ok([*url, "--creds", str(good)], tmp_path)
+        assert list((tmp_path / "archive").glob("stream=EVENTS/date=*/*.parquet"))
+        run_refused([*url, "--creds", str(bad)], tmp_path, stranger.seed.decode())
+        run_refused(url, tmp_path)  # no credentials at all
+    finally:
+        server.stop()
+
+
+async def _stream_as(url: str, creds: Path) -> None:
+    nc = await nats.connect(url, user_credentials=str(creds))
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="EVENTS", subjects=["events.>"])
+        for i in range(10):
+            await js.publish(f"events.{i}", b"x")
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-----BEGIN NATS USER JWT-----\nnot a jwt\n",
+        "",
+        # A JWT without its seed: a half-copied secret.
+        "-----BEGIN NATS USER JWT-----\na.b.c\n------END NATS USER JWT------\n",
+    ],
+    ids=["truncated", "empty", "no-seed"],
+)
+def test_unusable_creds_file_is_a_usage_error(text: str, tmp_path: Path) -> None:
+    creds = tmp_path / "broken.creds"
+    creds.write_text(text)
+    result = run_cli(
+        "run",
+        "--nats-url",
+        "nats://127.0.0.1:9",
+        "--creds",
+        str(creds),
+        "--store",
+        str(tmp_path / "a"),
+    )
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "does not hold a user JWT and nkey seed" in result.stderr
+    assert not (tmp_path / "a").exists()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -264,6 +265,105 @@ def test_dockerfile_copies_what_the_package_build_needs() -> None:
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not any(fnmatch(source, pattern) for pattern in ignored), source
+
+
+def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> None:
+    """No Docker engine here, so the build stage's own steps run on this machine: its
+    COPY lines fill a context (minus .dockerignore), its RUN lines run as written, in
+    order, with the image's paths moved under tmp_path. One thing differs from a real
+    build: the virtualenv also sees this environment's packages (a .pth file), so that
+    pip finds the dependencies installed instead of downloading them again; only the
+    build backend comes from the package index, as in the image. Then the runtime stage's
+    environment runs the installed ``archiver``."""
+    build = dockerfile_stages()[0]
+    image_root = tmp_path / "image"
+    env = clean_env()
+    workdir = ROOT
+    ignored = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
+
+    def here(path: str) -> str:
+        return str(image_root / path.lstrip("/")) if path.startswith("/") else path
+
+    def relocate(text: str) -> str:
+        return re.sub(r"(?<![\w.])(/(?:opt|src|tmp|scratch)[\w/.-]*)", lambda m: here(m[1]), text)
+
+    for word, args in build.instructions:
+        if word == "ENV":
+            for name, value in (i.split("=", 1) for i in shlex.split(args)):
+                env[name] = relocate(value).replace("$PATH", env["PATH"])
+        elif word == "WORKDIR":
+            workdir = Path(here(args))
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif word == "COPY":
+            *sources, dest = args.split()
+            target = workdir / dest
+            for source in sources:
+                src = ROOT / source
+                if src.is_dir():
+                    shutil.copytree(
+                        src,
+                        target / source if dest.endswith("/") else target,
+                        ignore=lambda _d, names: [
+                            n for n in names if any(fnmatch(n, p.split("/")[-1]) for p in ignored)
+                        ],
+                    )
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, target / src.name if dest.endswith("/") else target)
+        elif word == "RUN":
+            command = relocate(args)
+            done = subprocess.run(
+                ["sh", "-c", command],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            assert done.returncode == 0, f"RUN {args}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            image_site = next(image_root.glob("opt/venv/lib/python*/site-packages"), None)
+            if image_site and not (image_site / "test-env.pth").exists():
+                # Let the image's virtualenv see the dependencies installed here.
+                (image_site / "test-env.pth").write_text(
+                    "\n".join(
+                        sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+                    )
+                )
+    installed = image_root / "opt/venv/bin/archiver"
+    assert installed.exists(), "the build stage installed no archiver command"
+    # The package came from the copied context, not from this checkout.
+    where = subprocess.run(
+        [
+            str(image_root / "opt/venv/bin/python"),
+            "-c",
+            "import archiver; print(archiver.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert where.startswith(str(image_root / "opt/venv")), where
+    runtime_env = {
+        **clean_env(),
+        **{k: relocate(v) for k, v in dockerfile_env(dockerfile_stages()[-1]).items()},
+    }
+    runtime_env["PATH"] = f"{image_root / 'opt/venv/bin'}:/usr/bin:/bin"
+    for path in (runtime_env["HOME"], runtime_env["ARCHIVER_SPOOL_DIR"]):
+        Path(path).mkdir(parents=True, exist_ok=True)
+    shown = subprocess.run(
+        ["archiver", "run", "--help"],
+        env=runtime_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0 and "--spool-dir" in shown.stdout, shown.stderr
 
 
 def _pyproject() -> dict[str, Any]:

@@ -69,6 +69,12 @@ class StreamResult:
         del out["error_exit"]
         return out
 
+    def log_fields(self) -> dict[str, object]:
+        """Fields for JSON log lines: the summary without the long texts."""
+        return {
+            k: v for k, v in self.as_json().items() if k not in ("error", "skipped", "generation")
+        }
+
 
 class HoleFinder:
     """Finds the sequences a reader skipped, and classifies them."""
@@ -134,7 +140,7 @@ async def archive_stream(
     try:
         lease = await leases.acquire(name)
     except LeaseHeld as exc:
-        log.warning("%s", exc)
+        log.warning("%s", exc, extra={"stream": name})
         return StreamResult(name, 0, 0, skipped="leased")
     try:
         # Read the stream's state only now that it is ours: a run that held the lease
@@ -158,10 +164,20 @@ async def archive_stream(
                 # Keep what was committed before the failure in the summary.
                 result.error = f"{exc}; {exc.hint}" if exc.hint else str(exc)
                 result.error_exit = exc.exit_code
-                log.error("%s: %s", name, result.error)
+                log.error("%s: %s", name, result.error, extra=result.log_fields())
     finally:
         await lease.release()
     result.seconds = round(time.monotonic() - started, 3)
+    log.info(
+        "%s: seqs %d-%d: %d messages in %d files, %.1fs",
+        name,
+        result.from_seq,
+        result.to_seq,
+        result.messages,
+        result.files,
+        result.seconds,
+        extra=result.log_fields(),
+    )
     return result
 
 
@@ -277,7 +293,12 @@ async def _copy(
         result.messages, result.files = t.messages, t.files
         result.bytes_in, result.bytes_out = t.bytes_in, t.bytes_out
     if result.lost:
-        log.error("%s: %d messages expired before they could be archived", info.name, result.lost)
+        log.error(
+            "%s: %d messages expired before they could be archived",
+            info.name,
+            result.lost,
+            extra=result.log_fields(),
+        )
 
 
 def _record_run(store: Store, generation: str, result: StreamResult) -> None:
@@ -336,7 +357,7 @@ async def run(settings: Settings) -> list[StreamResult]:
             except ArchiverError as exc:
                 # One stream's trouble must not keep the others from being archived.
                 hint = f"; {exc.hint}" if exc.hint else ""
-                log.error("%s: %s%s", info.name, exc, hint)
+                log.error("%s: %s%s", info.name, exc, hint, extra={"stream": info.name})
                 results.append(
                     StreamResult(
                         info.name,

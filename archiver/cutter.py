@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,9 +163,24 @@ class Cutter:
             )
             self.before_commit()
             failpoints.hit("before-commit")
+            upload_started = time.monotonic()
             self.store.put_file(key, summary.path, summary.file_sha256)
             failpoints.hit("after-commit")
-            log.info("%s: committed %s (%d messages)", self.stream, key, summary.rows)
+            log.info(
+                "%s: committed %s (%d messages)",
+                self.stream,
+                key,
+                summary.rows,
+                extra={
+                    "stream": self.stream,
+                    "key": key,
+                    "first_seq": summary.first_seq,
+                    "last_seq": summary.last_seq,
+                    "messages": summary.rows,
+                    "bytes": summary.file_bytes,
+                    "seconds": round(time.monotonic() - upload_started, 3),
+                },
+            )
         finally:
             summary.path.unlink(missing_ok=True)
         self._count(summary)

@@ -116,7 +116,13 @@ def test_json_logs_carry_no_secret(tmp_path: Path) -> None:
     assert ok.returncode == 0 and bad.returncode == 1 and text.returncode == 0
     lines = [json.loads(line) for line in ok.stderr.splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "name", "message"} <= set(x) for x in lines)
-    assert any("committed" in x["message"] for x in lines)
+    (commit,) = [x for x in lines if "committed" in x["message"]]
+    assert commit["stream"] == "AUTH" and (commit["first_seq"], commit["last_seq"]) == (1, 5)
+    assert commit["messages"] == 5 and commit["bytes"] > 0 and commit["seconds"] >= 0
+    (done,) = [x for x in lines if x.get("from_seq") is not None]
+    assert (done["stream"], done["from_seq"], done["to_seq"]) == ("AUTH", 1, 5)
+    assert done["messages"] == 5 and done["files"] == 1 and done["seconds"] > 0
+    assert done["lost"] == 0
     for out in (ok, bad, text):
         everything = out.stdout + out.stderr
         for secret in ("p4ss-w0rd-x", "wrong-s3cret", "aws-s3cret-value"):

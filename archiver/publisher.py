@@ -7,7 +7,8 @@ buffer (``_send_command``/``_flush_pending``, the path ``Client.publish`` uses),
 interleave with nats-py's traffic, are flushed by its flusher and survive its reconnects.
 
 Every publish asks for a JetStream ack on ``<inbox>.<token>``; up to ``window`` publishes
-are in flight. Acks may arrive in any order, but ``on_acked`` sees them strictly in
+and ``window_bytes`` bytes are in flight (their frames are kept for resends, so the byte
+bound is what keeps memory flat when messages are large). Acks may arrive in any order, but ``on_acked`` sees them strictly in
 publish order, so ``acked_prefix_key`` is always a safe point to resume from. An ack that
 does not come in time gets the same bytes resent; with a ``Nats-Msg-Id`` header the
 server drops such a resend as a duplicate, so a message is stored exactly once. Put
@@ -52,6 +53,7 @@ class _Pending:
     key: Any
     subject: str
     frame: bytes
+    size: int  # header block plus payload: what the byte window counts
     deadline: float
     attempts: int = 1
     ack: tuple[str, int, bool] | None = None
@@ -59,7 +61,8 @@ class _Pending:
 
 
 class JsPublisher(Generic[K]):
-    """Publish exact frames into JetStream with a bounded window of unacked messages.
+    """Publish exact frames into JetStream with a bounded window of unacked messages
+    and bytes (a single message larger than ``window_bytes`` still goes, alone).
 
     ``await start()``, then ``publish`` as fast as the window allows, ``drain()`` to wait
     for every ack, and ``close()``. The first failure (a refusal, a lost connection,
@@ -72,14 +75,18 @@ class JsPublisher(Generic[K]):
         nc: RawClient,
         *,
         window: int = 2000,
+        window_bytes: int = 32 * 1024 * 1024,
         ack_timeout: float = 5.0,
         max_attempts: int = 5,
         on_acked: OnAcked[K] | None = None,
     ) -> None:
-        if window < 1 or ack_timeout <= 0 or max_attempts < 1:
-            raise ValueError("window and max_attempts must be >= 1, ack_timeout > 0")
+        if window < 1 or window_bytes < 1 or ack_timeout <= 0 or max_attempts < 1:
+            raise ValueError("windows and max_attempts must be >= 1, ack_timeout > 0")
         self._nc = nc
         self._window = window
+        self._window_bytes = window_bytes
+        self.in_flight_bytes = 0
+        """Header and payload bytes sent and not yet acknowledged."""
         self._ack_timeout = ack_timeout
         self._max_attempts = max_attempts
         self._on_acked = on_acked
@@ -128,8 +135,8 @@ class JsPublisher(Generic[K]):
                 f"message for {subject} is {size} bytes with headers, over the server's "
                 f"max_payload of {self._nc.max_payload}"
             )
-        if len(self._order) >= self._window or self._paused or self._error is not None:
-            await self._wait(lambda: len(self._order) < self._window and not self._paused)
+        if not self._has_room(size) or self._paused or self._error is not None:
+            await self._wait(lambda: self._has_room(size) and not self._paused)
         # No await between the window check and the append, so concurrent callers
         # cannot overfill the window, and send order is append order.
         self._next_token += 1
@@ -139,9 +146,10 @@ class JsPublisher(Generic[K]):
             head = f"PUB {subject} {reply} {len(data)}\r\n"
         else:
             head = f"HPUB {subject} {reply} {len(hdr)} {size}\r\n"
-        entry = _Pending(key, subject, b"".join((head.encode(), hdr, data, _CRLF)), 0.0)
-        entry.deadline = time.monotonic() + self._ack_timeout
+        frame = b"".join((head.encode(), hdr, data, _CRLF))
+        entry = _Pending(key, subject, frame, size, time.monotonic() + self._ack_timeout)
         self._order.append(entry)
+        self.in_flight_bytes += size
         self._by_token[token] = entry
         self.published += 1
         self._nc.stats["out_msgs"] += 1  # as nats-py's publish counts (resends are not)
@@ -165,6 +173,14 @@ class JsPublisher(Generic[K]):
             self._sub = None
 
     # -- internals ------------------------------------------------------------------------
+
+    def _has_room(self, size: int) -> bool:
+        if not self._order:
+            return True  # one message alone always goes, however large
+        return (
+            len(self._order) < self._window
+            and self.in_flight_bytes + size <= self._window_bytes
+        )
 
     async def _wait(self, done: Callable[[], bool]) -> None:
         # Progress is guaranteed: every pending publish is acked, resent or failed by the
@@ -267,6 +283,7 @@ class JsPublisher(Generic[K]):
         order = self._order
         while self._reporting and order and (ack := order[0].ack) is not None:
             entry = order.popleft()
+            self.in_flight_bytes -= entry.size
             if self._on_acked is not None:
                 try:
                     self._on_acked(entry.key, *ack)

@@ -114,6 +114,34 @@ def test_many_messages_arrive_in_order_and_are_reported_in_order(nats: NatsServe
     run(case)
 
 
+def test_the_byte_window_bounds_what_is_held_for_resends(nats: NatsServer) -> None:
+    """Frames are kept until acked (for resends): with large messages the byte window,
+    not the message window, is what keeps memory flat. A message larger than the byte
+    window still goes, alone."""
+    window_bytes, size = 64 * 1024, 10_000
+
+    async def case() -> None:
+        nc = await open_stream(nats.url, "BIG", "big.>")
+        acked: Acked = []
+        pub = await started(nc, acked, window=2000, window_bytes=window_bytes)
+        try:
+            most = 0
+            for i in range(300):
+                await pub.publish("big.x", with_id(f"b-{i}"), b"b" * size, key=i)
+                most = max(most, pub.in_flight_bytes)
+            assert window_bytes - 2 * size < most <= window_bytes  # reached, never passed
+            await pub.publish("big.huge", with_id("huge"), b"h" * (window_bytes * 2), key=300)
+            assert pub.in_flight <= 1  # it waited for everything before it
+            await pub.drain()
+            assert pub.in_flight_bytes == 0
+            assert [a[0] for a in acked] == list(range(301))
+        finally:
+            await pub.close()
+            await nc.close()
+
+    run(case)
+
+
 def test_the_same_msg_id_twice_is_stored_once_and_counted_as_duplicate(nats: NatsServer) -> None:
     async def case() -> None:
         nc = await open_stream(nats.url, "DUP", "dup.>")

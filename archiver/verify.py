@@ -16,6 +16,7 @@ Findings of kind ``damaged``, ``mismatch``, ``overlap`` and ``missing`` make exi
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from collections.abc import Iterator
@@ -233,6 +234,8 @@ def verify_generation(
 ) -> StreamReport:
     report = StreamReport(stream, generation)
     spans: list[tuple[int, int, str, str | None, str]] = []  # first, last, kind, key, detail
+    held: list[tuple[int, int, str]] = []  # seq ranges files hold rows for, and the file
+    recorded: list[tuple[Gap, str]] = []  # gaps from gap records, and the record
     for f in sorted(files, key=lambda f: (f.name.first_seq, f.name.last_seq)):
         covered, findings, rows = check_file(store, f)
         report.findings += findings
@@ -243,6 +246,10 @@ def verify_generation(
             spans += [
                 (g.first_seq, g.last_seq, str(g.kind), covered.key, "inside the file")
                 for g in covered.inner_gaps
+            ]
+            held += [
+                (a, b, covered.key)
+                for a, b in _subtract([(covered.first_seq, covered.last_seq)], covered.inner_gaps)
             ]
     for key, gaps in _records(store, stream, generation):
         if gaps is None:
@@ -261,8 +268,42 @@ def verify_generation(
             )
             continue
         spans += [(g.first_seq, g.last_seq, str(g.kind), key, "gap record") for g in gaps]
+        recorded += [(g, key) for g in gaps]
     _tile(report, spans, catalog.archived_through(store, stream, generation))
+    report.findings += _records_over_rows(report, held, recorded)
     return report
+
+
+def _records_over_rows(
+    report: StreamReport, held: list[tuple[int, int, str]], recorded: list[tuple[Gap, str]]
+) -> list[Finding]:
+    """A gap record that says a seq was never archived while a file holds its row: one
+    of the two is wrong (a record written for the wrong range, a file from elsewhere)."""
+    held.sort()
+    starts = [a for a, _, _ in held]
+    found = []
+    for gap, key in recorded:
+        # Held ranges do not overlap each other unless files do (reported as overlap),
+        # so the ones that can meet this gap start before its end.
+        i = max(bisect.bisect_right(starts, gap.last_seq) - 1, 0)
+        while i >= 0 and i < len(held):
+            a, b, file_key = held[i]
+            if b < gap.first_seq:
+                break
+            if a <= gap.last_seq:
+                found.append(
+                    Finding(
+                        report.stream,
+                        report.generation,
+                        "overlap",
+                        max(a, gap.first_seq),
+                        min(b, gap.last_seq),
+                        key,
+                        f"gap record says {gap.kind}, but {file_key} holds these seqs",
+                    )
+                )
+            i -= 1
+    return found
 
 
 def _tile(

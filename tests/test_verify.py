@@ -16,6 +16,7 @@ from test_archive import add_streams, delete_msgs
 from archiver import layout
 from archiver.archive import run
 from archiver.cutter import FileLimits
+from archiver.gaps import Gap, GapKind, encode_record
 from archiver.records import Batch
 from archiver.segment import SegmentWriter
 from archiver.store import Store, open_store
@@ -155,6 +156,27 @@ def test_overlapping_files_are_found(
         ("overlap", 250, 500),
         ("overlap", 501, 750),
     ]
+
+
+def test_a_gap_record_over_archived_rows_is_found(
+    archived: tuple[NatsServer, Path, Store],
+) -> None:
+    """A gap record saying seqs 650-660 expired while a file holds them contradicts the
+    file; a record over the seqs a file really lacks (the deletes 700-704) does not."""
+    _, root, store = archived
+    n = layout.parse_data_key(data_keys(store)[0])
+    assert n is not None
+    for gaps in (
+        [Gap(650, 660, GapKind.EXPIRED)],
+        [Gap(700, 704, GapKind.DELETED)],
+    ):
+        key, body = encode_record("AUTH", n.generation, gaps)
+        store.put_bytes(key, body)
+    code, report = verify(root)
+    assert code == 3
+    overlaps = [f for f in report["findings"] if f["kind"] == "overlap"]  # type: ignore[index,union-attr]
+    assert [(f["first_seq"], f["last_seq"]) for f in overlaps] == [(650, 660)]
+    assert "holds these seqs" in overlaps[0]["detail"] and "/_gaps/" in overlaps[0]["key"]
 
 
 def test_expired_before_archiving_is_classified_not_damage(

@@ -100,6 +100,19 @@ class ArchivePolicy(_Strict):
     lease_ttl: float | str = "10m"
     lease_bucket: str = "archiver-leases"
     spool_dir: Path | None = None
+    # How long the store keeps files (its lifecycle rule's expiry); verify then reads a
+    # hole before the oldest file at that horizon as retired, not missing.
+    retention: float | str | None = None
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, v: float | str | None) -> float | None:
+        if v is None:
+            return None
+        seconds = _seconds(v)
+        if seconds < 86_400:
+            raise ValueError("retention must be at least a day (e.g. 1095d)")
+        return seconds
 
     @field_validator("file_max_bytes")
     @classmethod
@@ -164,6 +177,7 @@ class Settings:
     lease_bucket: str = "archiver-leases"
     lease_ttl_s: float = 600.0
     spool_dir: Path | None = None
+    retention_s: float | None = None
 
 
 def resolve(flags: dict[str, Any]) -> Settings:
@@ -214,4 +228,5 @@ def resolve(flags: dict[str, Any]) -> Settings:
         lease_bucket=a.lease_bucket,
         lease_ttl_s=float(a.lease_ttl),
         spool_dir=pick("spool_dir", a.spool_dir),
+        retention_s=None if a.retention is None else float(a.retention),
     )

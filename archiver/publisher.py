@@ -8,8 +8,9 @@ interleave with nats-py's traffic, are flushed by its flusher and survive its re
 
 Every publish asks for a JetStream ack on ``<inbox>.<token>``; up to ``window`` publishes
 and ``window_bytes`` bytes are in flight (their frames are kept for resends, so the byte
-bound is what keeps memory flat when messages are large). Acks may arrive in any order, but ``on_acked`` sees them strictly in
-publish order, so ``acked_prefix_key`` is always a safe point to resume from. An ack that
+bound is what keeps memory flat when messages are large). Acks may arrive in any order,
+but ``on_acked`` sees them strictly in publish order, so ``acked_prefix_key`` is always a
+safe point to resume from. An ack that
 does not come in time gets the same bytes resent; with a ``Nats-Msg-Id`` header the
 server drops such a resend as a duplicate, so a message is stored exactly once. Put
 ``Nats-Msg-Id`` (and any other header the server must read) first in the block: 2.10
@@ -177,10 +178,7 @@ class JsPublisher(Generic[K]):
     def _has_room(self, size: int) -> bool:
         if not self._order:
             return True  # one message alone always goes, however large
-        return (
-            len(self._order) < self._window
-            and self.in_flight_bytes + size <= self._window_bytes
-        )
+        return len(self._order) < self._window and self.in_flight_bytes + size <= self._window_bytes
 
     async def _wait(self, done: Callable[[], bool]) -> None:
         # Progress is guaranteed: every pending publish is acked, resent or failed by the

@@ -20,7 +20,8 @@ import bisect
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -230,7 +231,12 @@ def _records(store: Store, stream: str, generation: str) -> Iterator[tuple[str, 
 
 
 def verify_generation(
-    store: Store, stream: str, generation: str, files: list[DataFile]
+    store: Store,
+    stream: str,
+    generation: str,
+    files: list[DataFile],
+    retention_s: float | None = None,
+    today: date | None = None,
 ) -> StreamReport:
     report = StreamReport(stream, generation)
     spans: list[tuple[int, int, str, str | None, str]] = []  # first, last, kind, key, detail
@@ -271,7 +277,34 @@ def verify_generation(
         recorded += [(g, key) for g in gaps]
     _tile(report, spans, catalog.archived_through(store, stream, generation))
     report.findings += _records_over_rows(report, held, recorded)
+    if retention_s is not None and files:
+        oldest = min(files, key=lambda f: f.name.first_seq).name.day
+        _retire_expired_head(report, oldest, retention_s, today or datetime.now(UTC).date())
     return report
+
+
+# Between the day a file's messages were sent and the day the lifecycle rule removes it:
+# the upload comes after the day's last message (up to a run interval later), and S3
+# runs lifecycle rules about once a day and may lag.
+RETENTION_SLACK = timedelta(days=2)
+
+
+def _retire_expired_head(
+    report: StreamReport, oldest_day: date, retention_s: float, today: date
+) -> None:
+    """The store's lifecycle rule removes whole old files, gap and run records alike,
+    oldest first; what remains starts with a hole at seq 1. When the oldest file left is
+    at the retention horizon, that hole is the rule's work, not a loss."""
+    horizon = today - timedelta(seconds=retention_s)
+    for i, f in enumerate(report.findings):
+        if f.kind == "missing" and f.first_seq == 1 and oldest_day <= horizon + RETENTION_SLACK:
+            days = round(retention_s / 86_400)
+            report.findings[i] = replace(
+                f,
+                kind="retired",
+                detail=f"removed by the {days}-day retention; the oldest file left is "
+                f"from {oldest_day.isoformat()}",
+            )
 
 
 def _records_over_rows(
@@ -387,5 +420,5 @@ def verify(settings: Settings, streams: tuple[str, ...]) -> list[StreamReport]:
             reports.append(report)
         for generation in generations:
             mine = [f for f in files if f.name.generation == generation]
-            reports.append(verify_generation(store, stream, generation, mine))
+            reports.append(verify_generation(store, stream, generation, mine, settings.retention_s))
     return reports

@@ -655,6 +655,10 @@ def test_lifecycle_is_a_valid_s3_configuration() -> None:
     # The README states the retention the JSON implements.
     readme = (POLICIES / "README.md").read_text()
     assert f"{expiry:,} days" in readme and f"{expiry // 365} years" in readme.lower()
+    # The archive policies state the same retention, which verify reads.
+    for policy in (POLICIES / "archive-policy.yaml", DEPLOY / "policy.yaml"):
+        retention = load_policy(policy).archive.retention
+        assert retention == expiry * 86_400, policy
 
 
 def _statements(name: str) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,13 +14,14 @@ from helpers import data_keys, publish, run_cli, settings
 from natsserver import NatsServer
 from test_archive import add_streams, delete_msgs
 
-from archiver import layout
+from archiver import catalog, layout
 from archiver.archive import run
 from archiver.cutter import FileLimits
 from archiver.gaps import Gap, GapKind, encode_record
 from archiver.records import Batch
 from archiver.segment import SegmentWriter
 from archiver.store import Store, open_store
+from archiver.verify import StreamReport, verify_generation
 
 N = 1500
 
@@ -104,6 +106,37 @@ def test_a_deleted_file_is_missing(archived: tuple[NatsServer, Path, Store]) -> 
     store.delete(data_keys(store)[2])
     code, report = verify(root)
     assert code == 3 and ("missing", 1006, 1500) in kinds(report)
+
+
+def test_retention_retires_the_expired_head_but_not_a_recent_loss(
+    archived: tuple[NatsServer, Path, Store], tmp_path: Path
+) -> None:
+    """The lifecycle rule removes the oldest files: with the policy's retention, a hole
+    at the head is retired once the oldest file left is at the horizon; a file deleted
+    from a young archive is still missing."""
+    _, root, store = archived
+    first = data_keys(store)[0]
+    store.delete(first)
+    files = catalog.data_files(store, "AUTH")
+    generation = files[0].name.generation
+    three_years = 1095 * 86_400.0
+    later = datetime.now(UTC).date() + timedelta(days=1095)
+
+    def head(report: StreamReport) -> tuple[str, int, int]:
+        f = report.findings[0]
+        return f.kind, f.first_seq, f.last_seq
+
+    aged = verify_generation(store, "AUTH", generation, files, three_years, today=later)
+    assert head(aged) == ("retired", 1, 500) and aged.ok
+    assert "1095-day retention" in aged.findings[0].detail
+    young = verify_generation(store, "AUTH", generation, files, three_years)
+    assert head(young) == ("missing", 1, 500) and not young.ok
+    unstated = verify_generation(store, "AUTH", generation, files, None, today=later)
+    assert head(unstated) == ("missing", 1, 500) and not unstated.ok
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("archive:\n  retention: 1095d\n")
+    code, report = verify(root, "--policy", str(policy))
+    assert code == 3 and kinds(report)[0] == ("missing", 1, 500)
 
 
 def test_a_valid_file_with_other_content_is_found(

@@ -31,7 +31,7 @@ from archiver.records import Batch
 from archiver.replay_headers import CHECKPOINT_BUCKET
 from archiver.source import reader_for
 from archiver.store import Store, open_store
-from archiver.streams import StreamInfo, get_message, list_streams, stream_info
+from archiver.streams import StreamInfo, get_message, list_all_streams, stream_info
 from archiver.timefmt import format_ns
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,17 @@ async def _copy(
         )
 
 
+def _unavailable(name: str) -> StreamResult:
+    """A stream the server could not report on (its node is down): not archived this
+    time, said loudly, while the healthy streams go ahead."""
+    error = (
+        "offline or missing on the server, so its state is unknown; not archived this run; "
+        "bring the cluster back to health"
+    )
+    log.error("%s: %s", name, error, extra={"stream": name})
+    return StreamResult(name, 0, 0, error=error, error_exit=SourceError.exit_code)
+
+
 def _record_run(store: Store, generation: str, result: StreamResult) -> None:
     body = {**result.as_json(), "finished_at": time.time()}
     key = layout.run_key(result.stream, generation, result.from_seq, result.to_seq)
@@ -322,23 +333,37 @@ def _count(result: StreamResult, record: Callable[[list[Gap]], None], gaps: list
             result.consumed += g.count
 
 
-def select_streams(all_infos: list[StreamInfo], settings: Settings) -> list[StreamInfo]:
-    """The streams a run covers: those named (all must exist), or all minus excluded."""
+def select_streams(
+    all_infos: list[StreamInfo], settings: Settings, unavailable: list[str] | None = None
+) -> list[StreamInfo]:
+    """The streams a run covers: those named (all must exist), or all minus excluded.
+    ``unavailable`` names exist too, but are left to the caller."""
     by_name = {i.name: i for i in all_infos}
     lease_stream = f"KV_{settings.lease_bucket}"
     if settings.streams:
-        unknown = [s for s in settings.streams if s not in by_name]
+        unknown = [s for s in settings.streams if s not in by_name and s not in (unavailable or [])]
         known = sorted(set(by_name) - {lease_stream})
         if unknown:
             raise UsageError(
                 f"unknown stream {', '.join(unknown)}",
                 hint=f"streams on the server: {', '.join(known) or 'none'}",
             )
-        return [by_name[s] for s in settings.streams]
+        return [by_name[s] for s in settings.streams if s in by_name]
+    return [i for i in all_infos if _wanted(i.name, settings)]
+
+
+def _wanted(name: str, settings: Settings) -> bool:
+    if settings.streams:
+        return name in settings.streams
     # The archiver's own state (leases, replay checkpoints, drills' scratch streams) is
     # not worth archiving.
-    exclude = (*settings.exclude, lease_stream, f"KV_{CHECKPOINT_BUCKET}", "DRILL_*")
-    return [i for i in all_infos if not any(fnmatch.fnmatchcase(i.name, p) for p in exclude)]
+    exclude = (
+        *settings.exclude,
+        f"KV_{settings.lease_bucket}",
+        f"KV_{CHECKPOINT_BUCKET}",
+        "DRILL_*",
+    )
+    return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
 
 
 async def run(settings: Settings) -> list[StreamResult]:
@@ -348,9 +373,10 @@ async def run(settings: Settings) -> list[StreamResult]:
     await asyncio.to_thread(store.check_commit)
     nc = await connect(settings.nats)
     try:
-        infos = select_streams(await list_streams(nc), settings)
+        listing = await list_all_streams(nc)
+        infos = select_streams(listing.infos, settings, listing.unavailable)
         leases = Leases(nc, settings.lease_bucket, settings.lease_ttl_s)
-        results = []
+        results = [_unavailable(name) for name in listing.unavailable if _wanted(name, settings)]
         for info in infos:
             try:
                 results.append(await archive_stream(nc, store, settings, leases, info.name))

@@ -9,12 +9,16 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from archiver import __version__
 from archiver.errors import ArchiverError
+
+if TYPE_CHECKING:
+    from archiver.config import Settings
+    from archiver.status import StreamStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -162,11 +166,15 @@ def _setup_logging(verbose: int, log_format: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _fail(exc: ArchiverError) -> None:
+def _say(exc: ArchiverError) -> None:
     line = f"archiver: error: {exc}"
     if exc.hint:
         line += f"; {exc.hint}"
     click.echo(line, err=True)
+
+
+def _fail(exc: ArchiverError) -> None:
+    _say(exc)
     sys.exit(exc.exit_code)
 
 
@@ -248,6 +256,18 @@ def _return_memory_promptly() -> None:
         logging.getLogger(__name__).debug("pyarrow built without jemalloc; default pool")
 
 
+async def _status_after_run(settings: Settings) -> list[StreamStatus]:
+    """Behind/expiry figures for the run's metrics. The run's own figures and summary
+    matter more: if NATS or S3 fails now, they go out without these."""
+    from archiver.status import status as get_status
+
+    try:
+        return await get_status(settings, skip_unavailable=True)
+    except ArchiverError as exc:
+        logging.getLogger("archiver.cli").warning("no behind/expiry metrics this run: %s", exc)
+        return []
+
+
 @main.command()
 @common_options
 @json_option
@@ -266,18 +286,10 @@ def run(as_json: bool, pushgateway: str | None, metrics_file: Path | None, **par
 
     settings = _settings(params)
     results = _run(archive_run(settings))
-    if pushgateway or metrics_file:
-        from dataclasses import replace
-
-        from archiver.metrics import export, run_metrics
-        from archiver.status import status as get_status
-
-        done = tuple(r.stream for r in results if not r.skipped)
-        statuses = _run(get_status(replace(settings, streams=done))) if done else []
-        export(run_metrics(results, statuses), "run", pushgateway, metrics_file)
-    rows = [r.as_json() for r in results]
+    code = max((r.exit_code for r in results), default=EXIT_OK)
+    # The summary first: a metrics failure afterwards must not hide what the run did.
     _emit(
-        rows,
+        [r.as_json() for r in results],
         as_json,
         [
             "stream",
@@ -293,7 +305,19 @@ def run(as_json: bool, pushgateway: str | None, metrics_file: Path | None, **par
             "error",
         ],
     )
-    sys.exit(max((r.exit_code for r in results), default=EXIT_OK))
+    if pushgateway or metrics_file:
+        from dataclasses import replace
+
+        from archiver.metrics import export, run_metrics
+
+        done = tuple(r.stream for r in results if not r.skipped)
+        statuses = _run(_status_after_run(replace(settings, streams=done))) if done else []
+        try:
+            export(run_metrics(results, statuses), "run", pushgateway, metrics_file)
+        except ArchiverError as exc:
+            _say(exc)  # and keep a worse exit code the run itself earned (3: lost)
+            code = max(code, exc.exit_code)
+    sys.exit(code)
 
 
 @main.command()

@@ -16,7 +16,7 @@ from archiver.errors import DataAtRisk
 from archiver.gaps import decode_record, lost_count
 from archiver.natsconn import RawClient, connect
 from archiver.store import Store, open_store
-from archiver.streams import StreamInfo, get_message, list_streams
+from archiver.streams import StreamInfo, get_message, list_all_streams
 
 
 class State(StrEnum):
@@ -98,12 +98,18 @@ async def stream_status(
     )
 
 
-async def status(settings: Settings) -> list[StreamStatus]:
+async def status(settings: Settings, skip_unavailable: bool = False) -> list[StreamStatus]:
+    """Each selected stream's status. A stream the server cannot report on (its node is
+    down) fails the whole call, unless ``skip_unavailable`` (after a run, which has
+    reported those streams already)."""
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
     nc = await connect(settings.nats)
     try:
-        infos = select_streams(await list_streams(nc), settings)
+        listing = await list_all_streams(nc)
+        if not skip_unavailable:
+            listing.all_available()
+        infos = select_streams(listing.infos, settings, listing.unavailable)
         return [await stream_status(nc, store, i, settings.at_risk_margin_s) for i in infos]
     finally:
         await nc.close()

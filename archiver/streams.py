@@ -74,23 +74,44 @@ def _parse_info(raw: dict[str, Any]) -> StreamInfo:
     )
 
 
-async def list_streams(nc: Client) -> list[StreamInfo]:
-    """Every stream of the account, page by page; offline or missing ones fail loudly."""
+@dataclass(frozen=True, slots=True)
+class StreamListing:
+    infos: list[StreamInfo]
+    unavailable: list[str]
+    """Listed by the meta leader, but the server holding them did not answer (a node
+    down): their state is unknown. The listing still carries them with zeroed state
+    [seen on 2.10 and 2.12], which must never be read as "empty"."""
+
+    def all_available(self) -> list[StreamInfo]:
+        """The streams, or one clear error when any is unavailable."""
+        if self.unavailable:
+            raise SourceError(
+                f"streams offline or missing on the server: {', '.join(self.unavailable)}",
+                hint="bring the cluster back to health; their state is unknown until then",
+            )
+        return self.infos
+
+
+async def list_all_streams(nc: Client) -> StreamListing:
+    """Every stream of the account, page by page, the unavailable ones apart."""
     infos: list[StreamInfo] = []
+    unavailable: set[str] = set()
     offset = 0
     while True:
         page = await js_api(nc, "$JS.API.STREAM.LIST", {"offset": offset})
         streams = page.get("streams") or []
+        unavailable.update(page.get("missing") or [])
+        unavailable.update((page.get("offline") or {}).keys())
         infos.extend(_parse_info(s) for s in streams)
-        trouble = list(page.get("missing") or []) + list((page.get("offline") or {}).keys())
-        if trouble:
-            raise SourceError(
-                f"streams offline or missing on the server: {', '.join(sorted(trouble))}",
-                hint="bring the cluster back to health; archiving them now would miss data",
-            )
         offset += len(streams)
         if not streams or offset >= int(page.get("total", 0)):
-            return infos
+            break
+    return StreamListing([i for i in infos if i.name not in unavailable], sorted(unavailable))
+
+
+async def list_streams(nc: Client) -> list[StreamInfo]:
+    """Every stream of the account; any unavailable one fails loudly."""
+    return (await list_all_streams(nc)).all_available()
 
 
 async def stream_info(nc: Client, name: str) -> StreamInfo:

@@ -133,3 +133,27 @@ class NatsServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def start_cluster(binary: str, root: Path, size: int = 3) -> list[NatsServer]:
+    """``size`` JetStream servers routed into one cluster ``c1``, named n0, n1, ...
+    Callers stop each server; JetStream is ready once a stream can be created."""
+    route_ports = [free_port() for _ in range(size)]
+    routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
+    servers = []
+    for i, port in enumerate(route_ports):
+        store = root / f"n{i}"
+        store.mkdir(parents=True, exist_ok=True)
+        conf = (
+            f"server_name: n{i}\n"
+            f"cluster {{ name: c1, listen: 127.0.0.1:{port}, routes: [{routes}] }}\n"
+        )
+        servers.append(NatsServer(binary, store, extra_conf=conf))
+    try:
+        for server in servers:
+            server.start()
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers

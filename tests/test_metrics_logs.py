@@ -13,6 +13,7 @@ from typing import ClassVar
 from helpers import publish, run_cli
 from natsserver import NatsServer, binary_for
 from prometheus_client.parser import text_string_to_metric_families
+from s3server import free_ports
 from test_archive import add_streams
 
 
@@ -73,6 +74,29 @@ def test_run_pushes_and_writes_its_metrics(nats: NatsServer, tmp_path: Path) -> 
         assert got[("nats_archiver_last_success_timestamp_seconds", "AUTH")] > 1.7e9
         assert got[("nats_archiver_bytes_written", "AUTH")] > 0
         assert got[("nats_archiver_expires_in_seconds", "AUTH")] == float("inf")
+
+
+def test_an_unreachable_pushgateway_keeps_the_summary_and_the_worse_exit_code(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_age=3600))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 25))
+    (port,) = free_ports(1)  # nothing listens there
+    result = run_cli(
+        "run",
+        "--nats-url",
+        nats.url,
+        "--store",
+        str(tmp_path / "a"),
+        "--json",
+        "--pushgateway",
+        f"http://127.0.0.1:{port}",
+    )
+    assert result.returncode == 1
+    (row,) = json.loads(result.stdout)
+    assert (row["stream"], row["messages"], row["error"]) == ("AUTH", 25, None)
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "cannot deliver metrics" in lines[0], result.stderr
 
 
 def test_json_logs_carry_no_secret(tmp_path: Path) -> None:

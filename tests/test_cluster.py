@@ -1,0 +1,62 @@
+"""A JetStream cluster with a node down: the streams it held are unavailable (the
+server lists them with zeroed state), reported loudly, and the healthy ones archived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import nats
+import pytest
+from conftest import NATS_VERSIONS
+from helpers import nats_client, run_cli
+from natsserver import NatsServer, binary_for, start_cluster
+
+
+async def _streams_on_a_cluster(servers: list[NatsServer]) -> int:
+    """R1 streams ONE and TWO, R3 stream ALL, 5 messages each; returns the index of the
+    node that holds ONE."""
+    async with nats_client(servers[0].url) as nc:
+        js = nc.jetstream()
+        for _ in range(150):  # until the cluster has elected its meta leader
+            try:
+                await js.add_stream(name="ONE", subjects=["one.>"], num_replicas=1)
+                break
+            except nats.errors.Error:
+                await asyncio.sleep(0.1)
+        await js.add_stream(name="TWO", subjects=["two.>"], num_replicas=1)
+        await js.add_stream(name="ALL", subjects=["all.>"], num_replicas=3)
+        for subject in ("one", "two", "all") * 5:
+            await js.publish(f"{subject}.x", b"x")
+        info = await js.stream_info("ONE")
+        assert info.cluster is not None and info.cluster.leader is not None
+        return int(info.cluster.leader.removeprefix("n"))
+
+
+@pytest.mark.parametrize("version", NATS_VERSIONS)
+def test_a_node_down_leaves_its_streams_reported_and_the_rest_archived(
+    version: str, tmp_path: Path
+) -> None:
+    servers = start_cluster(binary_for(version), tmp_path / "cluster")
+    try:
+        down = asyncio.run(_streams_on_a_cluster(servers))
+        servers[down].stop()
+        alive = next(s for i, s in enumerate(servers) if i != down)
+        store = ["--nats-url", alive.url, "--store", str(tmp_path / "archive")]
+        result = run_cli("run", *store, "--json", timeout=180)
+        status = run_cli("status", *store, timeout=120)
+    finally:
+        for server in servers:
+            server.stop()
+    assert result.returncode == 1, result.stderr
+    rows = {r["stream"]: r for r in json.loads(result.stdout)}
+    assert rows["ALL"]["messages"] == 5 and rows["ALL"]["error"] is None
+    assert "offline or missing on the server" in rows["ONE"]["error"]
+    assert rows["ONE"]["messages"] == 0
+    assert "ONE: offline or missing" in result.stderr
+    # The stream TWO is where the server put it: reported if it shared ONE's node.
+    assert rows["TWO"]["messages"] == 5 or "offline or missing" in rows["TWO"]["error"]
+    lines = [x for x in status.stderr.splitlines() if x.strip()]
+    assert status.returncode == 1 and len(lines) == 1, status.stderr
+    assert "offline or missing on the server: " in lines[0] and "ONE" in lines[0]

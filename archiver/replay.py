@@ -300,6 +300,10 @@ class Checkpoint:
         self.saved = seq
 
 
+TAIL_GETS_AT_ONCE = 64
+"""Concurrent message gets in the resume scan: bounded, since each may be 1 MiB or more."""
+
+
 async def _tail_already_stored(
     nc: RawClient, streams: list[StreamInfo], prefix: str, after_seq: int, depth: int
 ) -> set[int]:
@@ -310,17 +314,21 @@ async def _tail_already_stored(
     after the server's duplicate window has closed.
     """
     found: set[int] = set()
+    marker = b"Nats-Msg-Id: " + prefix.encode()
     for info in streams:
         last = (await stream_info(nc, info.name)).last_seq
-        for seq in range(last, max(0, last - depth), -1):
-            m = await get_message(nc, info.name, seq)
-            if m is None or not m.raw_header:
-                continue
-            for line in m.raw_header.split(b"\r\n"):
-                if line.startswith(b"Nats-Msg-Id: " + prefix.encode()):
-                    archived = int(line.rsplit(b":", 1)[1])
-                    if archived > after_seq:
-                        found.add(archived)
+        seqs = range(last, max(0, last - depth), -1)
+        # A few dozen gets in flight: one round trip each would take seconds per 10k.
+        for start in range(0, len(seqs), TAIL_GETS_AT_ONCE):
+            chunk = seqs[start : start + TAIL_GETS_AT_ONCE]
+            for m in await asyncio.gather(*(get_message(nc, info.name, q) for q in chunk)):
+                if m is None or not m.raw_header:
+                    continue
+                for line in m.raw_header.split(b"\r\n"):
+                    if line.startswith(marker):
+                        archived = int(line.rsplit(b":", 1)[1])
+                        if archived > after_seq:
+                            found.add(archived)
     return found
 
 

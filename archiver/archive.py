@@ -368,6 +368,7 @@ def _wanted(name: str, settings: Settings) -> bool:
 
 async def run(settings: Settings) -> list[StreamResult]:
     """Archive every selected stream once. Raises on errors that stop the whole run."""
+    settings.nats.check()  # before the store is touched: nothing written on bad input
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
     await asyncio.to_thread(store.check_commit)

@@ -253,6 +253,7 @@ async def drill(
     since_ns: int | None,
     keep: bool,
 ) -> DrillReport:
+    settings.nats.check()
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
     names = streams or tuple(await asyncio.to_thread(catalog.streams_in_archive, store))

@@ -45,8 +45,10 @@ class NatsOptions:
     tls_key: Path | None = None
     connect_timeout: float = 5.0
 
-    def __post_init__(self) -> None:
-        # Checked with the other settings, before a command touches NATS or the store.
+    def check(self) -> None:
+        """Refuse missing or malformed credential files. Commands that connect call it
+        before they touch the store; commands that never connect (ls, verify) do not,
+        so a stale ARCHIVER_CREDS does not stop them."""
         if self.creds:
             _check_creds(self.creds)
         if self.nkey_seed and not self.nkey_seed.is_file():
@@ -111,6 +113,7 @@ def _tls_context(opts: NatsOptions) -> ssl.SSLContext | None:
 
 async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
     """Connect, or raise one clear ``SourceError`` naming the server (without secrets)."""
+    opts.check()
     where = redact_url(opts.url)
     nc = RawClient()
     kwargs: dict[str, Any] = {

@@ -453,6 +453,7 @@ def _progress(total: int, wanted: bool) -> Any:
 
 
 async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
+    settings.nats.check()
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
     plan = await asyncio.to_thread(make_plan, store, opts)

@@ -102,6 +102,7 @@ async def status(settings: Settings, skip_unavailable: bool = False) -> list[Str
     """Each selected stream's status. A stream the server cannot report on (its node is
     down) fails the whole call, unless ``skip_unavailable`` (after a run, which has
     reported those streams already)."""
+    settings.nats.check()
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
     nc = await connect(settings.nats)

@@ -129,6 +129,16 @@ def test_unusable_creds_file_is_a_usage_error(text: str, tmp_path: Path) -> None
     assert not (tmp_path / "a").exists()
 
 
+def test_commands_that_never_connect_ignore_a_stale_creds_setting(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    env = {"ARCHIVER_CREDS": str(tmp_path / "gone.creds")}
+    for command in ("ls", "verify"):
+        result = run_cli(command, "--store", str(tmp_path / "a"), env=env)
+        assert "credentials file" not in result.stderr, result.stderr
+    refused = run_cli("status", "--store", str(tmp_path / "a"), env=env)
+    assert refused.returncode == 2 and "does not exist" in refused.stderr
+
+
 @pytest.fixture
 def certs(tmp_path: Path) -> dict[str, Path]:
     ca = trustme.CA()

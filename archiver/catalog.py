@@ -89,8 +89,13 @@ def streams_in_archive(store: Store) -> list[str]:
     return names
 
 
-def archived_through(store: Store, stream: str, generation: str) -> int:
-    """The highest sequence a finished run of the generation archived up to (0: none)."""
+def run_records(store: Store, stream: str, generation: str) -> list[layout.RunName]:
+    """The generation's run records: the seq range each finished run covered."""
     prefix = layout.run_prefix(stream) + f"g{generation}-"
     runs = (layout.parse_run_key(o.key) for o in store.list(prefix))
-    return max((r.last_seq for r in runs if r is not None), default=0)
+    return [r for r in runs if r is not None]
+
+
+def archived_through(store: Store, stream: str, generation: str) -> int:
+    """The highest sequence a finished run of the generation archived up to (0: none)."""
+    return max((r.last_seq for r in run_records(store, stream, generation)), default=0)

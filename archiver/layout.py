@@ -73,6 +73,11 @@ def generation_of(created_ns: int) -> str:
     return datetime.fromtimestamp(secs, UTC).strftime("%Y%m%dT%H%M%S") + f"{frac // 1000:06d}Z"
 
 
+def generation_created(generation: str) -> datetime:
+    """When the generation's stream was created (the inverse of ``generation_of``)."""
+    return datetime.strptime(generation, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+
+
 def stream_prefix(stream: str) -> str:
     return f"stream={stream}/"
 

@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -236,7 +236,7 @@ def verify_generation(
     generation: str,
     files: list[DataFile],
     retention_s: float | None = None,
-    today: date | None = None,
+    now: datetime | None = None,
 ) -> StreamReport:
     report = StreamReport(stream, generation)
     spans: list[tuple[int, int, str, str | None, str]] = []  # first, last, kind, key, detail
@@ -277,34 +277,36 @@ def verify_generation(
         recorded += [(g, key) for g in gaps]
     _tile(report, spans, catalog.archived_through(store, stream, generation))
     report.findings += _records_over_rows(report, held, recorded)
-    if retention_s is not None and files:
-        oldest = min(files, key=lambda f: f.name.first_seq).name.day
-        _retire_expired_head(report, oldest, retention_s, today or datetime.now(UTC).date())
+    if retention_s is not None:
+        runs = catalog.run_records(store, stream, generation)
+        _retire_expired_head(report, runs, retention_s, now or datetime.now(UTC))
     return report
 
 
-# Between the day a file's messages were sent and the day the lifecycle rule removes it:
-# the upload comes after the day's last message (up to a run interval later), and S3
-# runs lifecycle rules about once a day and may lag.
-RETENTION_SLACK = timedelta(days=2)
-
-
 def _retire_expired_head(
-    report: StreamReport, oldest_day: date, retention_s: float, today: date
+    report: StreamReport, runs: list[layout.RunName], retention_s: float, now: datetime
 ) -> None:
-    """The store's lifecycle rule removes whole old files, gap and run records alike,
-    oldest first; what remains starts with a hole at seq 1. When the oldest file left is
-    at the retention horizon, that hole is the rule's work, not a loss."""
-    horizon = today - timedelta(seconds=retention_s)
+    """The store's lifecycle rule removes old objects: files, gap and run records alike,
+    oldest first, so what remains starts with a hole at seq 1. That hole is the rule's
+    work, not a loss, when (a) the generation is older than the retention, so the rule
+    could have removed something, and (b) no run record covers any of it: a run writes
+    its record after its files, so the rule removes the record with them or soon after,
+    while a file lost any other way leaves its run's record behind."""
+    if now - layout.generation_created(report.generation) < timedelta(seconds=retention_s):
+        return
     for i, f in enumerate(report.findings):
-        if f.kind == "missing" and f.first_seq == 1 and oldest_day <= horizon + RETENTION_SLACK:
-            days = round(retention_s / 86_400)
-            report.findings[i] = replace(
-                f,
-                kind="retired",
-                detail=f"removed by the {days}-day retention; the oldest file left is "
-                f"from {oldest_day.isoformat()}",
-            )
+        if f.kind != "missing" or f.first_seq != 1:
+            continue
+        if any(r.first_seq <= f.last_seq for r in runs):
+            return
+        days = round(retention_s / 86_400)
+        report.findings[i] = replace(
+            f,
+            kind="retired",
+            detail=f"removed by the {days}-day retention: the generation is older, and no "
+            "run record covers these seqs any more",
+        )
+        return
 
 
 def _records_over_rows(

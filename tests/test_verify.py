@@ -7,6 +7,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,7 +22,7 @@ from archiver.gaps import Gap, GapKind, encode_record
 from archiver.records import Batch
 from archiver.segment import SegmentWriter
 from archiver.store import Store, open_store
-from archiver.verify import StreamReport, verify_generation
+from archiver.verify import verify_generation
 
 N = 1500
 
@@ -108,31 +109,39 @@ def test_a_deleted_file_is_missing(archived: tuple[NatsServer, Path, Store]) -> 
     assert code == 3 and ("missing", 1006, 1500) in kinds(report)
 
 
-def test_retention_retires_the_expired_head_but_not_a_recent_loss(
-    archived: tuple[NatsServer, Path, Store], tmp_path: Path
+def test_retention_retires_the_expired_head_but_not_a_lost_file(
+    nats: NatsServer, tmp_path: Path
 ) -> None:
-    """The lifecycle rule removes the oldest files: with the policy's retention, a hole
-    at the head is retired once the oldest file left is at the horizon; a file deleted
-    from a young archive is still missing."""
-    _, root, store = archived
-    first = data_keys(store)[0]
-    store.delete(first)
-    files = catalog.data_files(store, "AUTH")
-    generation = files[0].name.generation
+    """The lifecycle rule removes the oldest objects: the first run's file and its run
+    record. Once the generation is older than the policy's retention, that hole is
+    retired; a file lost while its run record remains, or a hole in a generation
+    younger than the retention, is still missing."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    root = tmp_path / "archive"
+    limits = settings(nats.url, str(root), limits=FileLimits(row_group_rows=1000, max_rows=500))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 500))
+    asyncio.run(run(limits))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 1000))
+    asyncio.run(run(limits))
+    store = open_store(str(root))
+    store.delete(data_keys(store)[0])  # seqs 1-500
+    generation = catalog.data_files(store, "AUTH")[0].name.generation
+    first_run = layout.run_key("AUTH", generation, 1, 500)
     three_years = 1095 * 86_400.0
-    later = datetime.now(UTC).date() + timedelta(days=1095)
+    later = datetime.now(UTC) + timedelta(days=1096)
 
-    def head(report: StreamReport) -> tuple[str, int, int]:
+    def head(**kwargs: Any) -> tuple[str, int, int, bool]:
+        files = catalog.data_files(store, "AUTH")
+        report = verify_generation(store, "AUTH", generation, files, **kwargs)
         f = report.findings[0]
-        return f.kind, f.first_seq, f.last_seq
+        return f.kind, f.first_seq, f.last_seq, report.ok
 
-    aged = verify_generation(store, "AUTH", generation, files, three_years, today=later)
-    assert head(aged) == ("retired", 1, 500) and aged.ok
-    assert "1095-day retention" in aged.findings[0].detail
-    young = verify_generation(store, "AUTH", generation, files, three_years)
-    assert head(young) == ("missing", 1, 500) and not young.ok
-    unstated = verify_generation(store, "AUTH", generation, files, None, today=later)
-    assert head(unstated) == ("missing", 1, 500) and not unstated.ok
+    # The file is gone but its run's record is not: lost, not retired.
+    assert head(retention_s=three_years, now=later) == ("missing", 1, 500, False)
+    store.delete(first_run)  # as the lifecycle rule does
+    assert head(retention_s=three_years, now=later) == ("retired", 1, 500, True)
+    assert head(retention_s=three_years) == ("missing", 1, 500, False)  # young generation
+    assert head(retention_s=None, now=later) == ("missing", 1, 500, False)
     policy = tmp_path / "policy.yaml"
     policy.write_text("archive:\n  retention: 1095d\n")
     code, report = verify(root, "--policy", str(policy))

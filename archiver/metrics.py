@@ -1,9 +1,16 @@
 """Every metric in one place, pushed to a Pushgateway or written for node-exporter.
 
 A CronJob has no scrape target, so each command that reports builds a fresh registry
-and hands it over at the end: ``--pushgateway URL`` (grouped by job ``nats-archiver``
-and the command) or ``--metrics-file PATH`` (node-exporter's textfile collector; written
-to a temp name and renamed, so the collector never reads half a file).
+and hands it over at the end: ``--pushgateway URL`` or ``--metrics-file PATH``
+(node-exporter's textfile collector; written to a temp name and renamed, so the
+collector never reads half a file).
+
+On the Pushgateway each stream's series live in a group of their own (job
+``nats-archiver``, ``command``, ``stream``), pushed with POST, which replaces only the
+metrics pushed: several archivers sharing the streams (scale-out) never wipe each
+other's streams, a stream skipped because another run holds it keeps that run's
+figures, and a failed pass (which sets no new success time) keeps the last success
+time, so the no-recent-success alert sees it age.
 
 | metric | type | labels | meaning |
 |---|---|---|---|
@@ -29,7 +36,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    pushadd_to_gateway,
+    write_to_textfile,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from archiver.errors import ArchiverError
 
@@ -115,14 +130,42 @@ def export(
         if textfile is not None:
             write_to_textfile(str(textfile), reg)
         if pushgateway:
-            push_to_gateway(
-                pushgateway,
-                job="nats-archiver",
-                grouping_key={"command": command},
-                registry=reg,
-                timeout=10,
-            )
+            for stream, group in split_by_stream(reg).items():
+                key = {"command": command} | ({"stream": stream} if stream else {})
+                pushadd_to_gateway(
+                    pushgateway, job="nats-archiver", grouping_key=key, registry=group, timeout=10
+                )
     except OSError as exc:
         raise ArchiverError(
             f"cannot deliver metrics: {exc}", hint="check --pushgateway / --metrics-file"
         ) from exc
+
+
+class _Samples:
+    """A collector that hands back metric families as they were collected."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Metric] = {}
+
+    def add(self, family: Metric, sample: Sample) -> None:
+        if family.name not in self.families:
+            self.families[family.name] = Metric(family.name, family.documentation, family.type)
+        self.families[family.name].samples.append(sample)
+
+    def collect(self) -> list[Metric]:
+        return list(self.families.values())
+
+
+def split_by_stream(reg: CollectorRegistry) -> dict[str, CollectorRegistry]:
+    """One registry per ``stream`` label value ("" for series without one)."""
+    by_stream: dict[str, _Samples] = {}
+    for family in reg.collect():
+        for sample in family.samples:
+            stream = sample.labels.get("stream", "")
+            by_stream.setdefault(stream, _Samples()).add(family, sample)
+    out = {}
+    for stream, samples in by_stream.items():
+        group = CollectorRegistry(auto_describe=False)
+        group.register(samples)
+        out[stream] = group
+    return out

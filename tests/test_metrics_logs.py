@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -25,30 +27,58 @@ def samples(text: str) -> dict[tuple[str, str], float]:
     return out
 
 
-class Receiver(BaseHTTPRequestHandler):
-    bodies: ClassVar[list[tuple[str, bytes]]] = []
+class Pushgateway(BaseHTTPRequestHandler):
+    """The Pushgateway's grouping semantics, in small: each URL path is a group; PUT
+    replaces the group, POST replaces only the metric families it carries."""
+
+    groups: ClassVar[dict[str, dict[str, str]]] = {}
+    requests: ClassVar[list[tuple[str, str]]] = []
 
     def do_PUT(self) -> None:
-        length = int(self.headers["Content-Length"])
-        Receiver.bodies.append((self.path, self.rfile.read(length)))
+        self._take(replace_group=True)
+
+    def do_POST(self) -> None:
+        self._take(replace_group=False)
+
+    def _take(self, replace_group: bool) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        Pushgateway.requests.append((self.command, self.path))
+        group = {} if replace_group else Pushgateway.groups.get(self.path, {})
+        for family in text_string_to_metric_families(body):
+            group[family.name] = "".join(
+                f'{s.name}{{stream="{s.labels.get("stream", "")}"}} {s.value}\n'
+                for s in family.samples
+            )
+        Pushgateway.groups[self.path] = group
         self.send_response(200)
         self.end_headers()
 
-    do_POST = do_PUT
-
     def log_message(self, *args: object) -> None:
         pass
+
+    @classmethod
+    def scrape(cls) -> dict[tuple[str, str], float]:
+        return samples("".join(text for g in cls.groups.values() for text in g.values()))
+
+
+@contextmanager
+def pushgateway() -> Iterator[str]:
+    Pushgateway.groups, Pushgateway.requests = {}, []
+    server = HTTPServer(("127.0.0.1", 0), Pushgateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_run_pushes_and_writes_its_metrics(nats: NatsServer, tmp_path: Path) -> None:
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_age=3600))
     asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 25))
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Receiver.bodies = []
-    try:
-        textfile = tmp_path / "archiver.prom"
+    textfile = tmp_path / "archiver.prom"
+    with pushgateway() as url:
         result = run_cli(
             "run",
             "--nats-url",
@@ -56,17 +86,13 @@ def test_run_pushes_and_writes_its_metrics(nats: NatsServer, tmp_path: Path) -> 
             "--store",
             str(tmp_path / "a"),
             "--pushgateway",
-            f"http://127.0.0.1:{server.server_port}",
+            url,
             "--metrics-file",
             str(textfile),
         )
         assert result.returncode == 0, result.stderr
-    finally:
-        server.shutdown()
-    ((path, body),) = Receiver.bodies
-    assert path == "/metrics/job/nats-archiver/command/run"
-    for text in (body.decode(), textfile.read_text()):
-        got = samples(text)
+    assert Pushgateway.requests == [("POST", "/metrics/job/nats-archiver/command/run/stream/AUTH")]
+    for got in (Pushgateway.scrape(), samples(textfile.read_text())):
         assert got[("nats_archiver_messages_archived", "AUTH")] == 25
         assert got[("nats_archiver_messages_lost_total", "AUTH")] == 0
         assert got[("nats_archiver_behind_messages", "AUTH")] == 0
@@ -74,6 +100,26 @@ def test_run_pushes_and_writes_its_metrics(nats: NatsServer, tmp_path: Path) -> 
         assert got[("nats_archiver_last_success_timestamp_seconds", "AUTH")] > 1.7e9
         assert got[("nats_archiver_bytes_written", "AUTH")] > 0
         assert got[("nats_archiver_expires_in_seconds", "AUTH")] == float("inf")
+
+
+def test_a_run_over_some_streams_keeps_the_other_streams_metrics(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Scale-out: archivers over different streams push to the same Pushgateway; one's
+    push must not wipe the other's streams."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "GATEWAY": "gateway.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    asyncio.run(publish(nats.url, "GATEWAY", ["gateway.a"] * 7))
+    store = ["--nats-url", nats.url, "--store", str(tmp_path / "a")]
+    with pushgateway() as url:
+        first = run_cli("run", *store, "--stream", "GATEWAY", "--pushgateway", url)
+        asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 3))
+        second = run_cli("run", *store, "--stream", "AUTH", "--pushgateway", url)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    got = Pushgateway.scrape()
+    assert got[("nats_archiver_messages_archived", "GATEWAY")] == 7
+    assert got[("nats_archiver_messages_archived", "AUTH")] == 8
+    assert got[("nats_archiver_last_success_timestamp_seconds", "GATEWAY")] > 1.7e9
 
 
 def test_an_unreachable_pushgateway_keeps_the_summary_and_the_worse_exit_code(

@@ -349,10 +349,10 @@ def select_streams(
                 hint=f"streams on the server: {', '.join(known) or 'none'}",
             )
         return [by_name[s] for s in settings.streams if s in by_name]
-    return [i for i in all_infos if _wanted(i.name, settings)]
+    return [i for i in all_infos if is_selected(i.name, settings)]
 
 
-def _wanted(name: str, settings: Settings) -> bool:
+def is_selected(name: str, settings: Settings) -> bool:
     if settings.streams:
         return name in settings.streams
     # The archiver's own state (leases, replay checkpoints, drills' scratch streams) is
@@ -377,7 +377,9 @@ async def run(settings: Settings) -> list[StreamResult]:
         listing = await list_all_streams(nc)
         infos = select_streams(listing.infos, settings, listing.unavailable)
         leases = Leases(nc, settings.lease_bucket, settings.lease_ttl_s)
-        results = [_unavailable(name) for name in listing.unavailable if _wanted(name, settings)]
+        results = [
+            _unavailable(name) for name in listing.unavailable if is_selected(name, settings)
+        ]
         for info in infos:
             try:
                 results.append(await archive_stream(nc, store, settings, leases, info.name))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
 import zstandard
 
 from archiver import catalog, layout
-from archiver.archive import effective_generation, select_streams
+from archiver.archive import effective_generation, is_selected, select_streams
 from archiver.config import Settings
 from archiver.errors import DataAtRisk
 from archiver.gaps import decode_record, lost_count
@@ -108,8 +108,9 @@ async def status(settings: Settings, skip_unavailable: bool = False) -> list[Str
     nc = await connect(settings.nats)
     try:
         listing = await list_all_streams(nc)
+        unavailable = [n for n in listing.unavailable if is_selected(n, settings)]
         if not skip_unavailable:
-            listing.all_available()
+            replace(listing, unavailable=unavailable).all_available()
         infos = select_streams(listing.infos, settings, listing.unavailable)
         return [await stream_status(nc, store, i, settings.at_risk_margin_s) for i in infos]
     finally:

@@ -43,9 +43,11 @@ def test_a_node_down_leaves_its_streams_reported_and_the_rest_archived(
         down = asyncio.run(_streams_on_a_cluster(servers))
         servers[down].stop()
         alive = next(s for i, s in enumerate(servers) if i != down)
+        asyncio.run(_until_the_api_answers(alive.url))
         store = ["--nats-url", alive.url, "--store", str(tmp_path / "archive")]
         result = run_cli("run", *store, "--json", timeout=180)
         status = run_cli("status", *store, timeout=120)
+        healthy_status = run_cli("status", *store, "--stream", "ALL", "--json", timeout=120)
     finally:
         for server in servers:
             server.stop()
@@ -60,3 +62,18 @@ def test_a_node_down_leaves_its_streams_reported_and_the_rest_archived(
     lines = [x for x in status.stderr.splitlines() if x.strip()]
     assert status.returncode == 1 and len(lines) == 1, status.stderr
     assert "offline or missing on the server: " in lines[0] and "ONE" in lines[0]
+    # A stream on a healthy node reports as usual.
+    assert healthy_status.returncode == 0, healthy_status.stderr
+    (row,) = json.loads(healthy_status.stdout)
+    assert (row["stream"], row["archived_seq"], row["state"]) == ("ALL", 5, "ok")
+
+
+async def _until_the_api_answers(url: str) -> None:
+    """If the stopped node led the cluster, the others elect a new leader first."""
+    async with nats_client(url) as nc:
+        for _ in range(60):
+            try:
+                await nc.request("$JS.API.STREAM.LIST", b"{}", timeout=1)
+                return
+            except nats.errors.TimeoutError:
+                continue

@@ -321,7 +321,14 @@ async def _tail_already_stored(
         # A few dozen gets in flight: one round trip each would take seconds per 10k.
         for start in range(0, len(seqs), TAIL_GETS_AT_ONCE):
             chunk = seqs[start : start + TAIL_GETS_AT_ONCE]
-            for m in await asyncio.gather(*(get_message(nc, info.name, q) for q in chunk)):
+            # A TaskGroup: if one get fails, the others are cancelled, not left running;
+            # the caller sees that first failure itself, not a group of one.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    gets = [group.create_task(get_message(nc, info.name, q)) for q in chunk]
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+            for m in (g.result() for g in gets):
                 if m is None or not m.raw_header:
                     continue
                 for line in m.raw_header.split(b"\r\n"):

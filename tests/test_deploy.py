@@ -267,6 +267,61 @@ def test_dockerfile_copies_what_the_package_build_needs() -> None:
         assert not any(fnmatch(source, pattern) for pattern in ignored), source
 
 
+def dockerignored(relative: str) -> bool:
+    """Whether .dockerignore keeps a context path (relative to the root) out. Docker
+    matches each pattern against the whole path from the root; ``**`` spans any number
+    of directories; an excluded directory takes its contents with it."""
+    patterns = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
+    parts = relative.split("/")
+    for pattern in patterns:
+        for depth in range(1, len(parts) + 1):
+            head = "/".join(parts[:depth])
+            if fnmatch(head, pattern) or (
+                pattern.startswith("**/")
+                and any(fnmatch("/".join(parts[i:depth]), pattern[3:]) for i in range(depth))
+            ):
+                return True
+    return False
+
+
+def docker_copy(args: str, workdir: Path) -> None:
+    """``COPY src... dest`` from this checkout as build context, as Docker does it: a
+    directory's contents (not the directory) go into dest; with several sources or a
+    dest ending in /, dest is a directory; .dockerignore'd paths are not there."""
+    *sources, dest = args.split()
+    target = workdir / dest
+    into_dir = dest.endswith("/") or len(sources) > 1
+    for source in sources:
+        assert not dockerignored(source), f"COPY {source}: .dockerignore excludes it"
+        src = ROOT / source
+        if src.is_dir():
+            shutil.copytree(
+                src,
+                target,
+                dirs_exist_ok=True,
+                ignore=lambda d, names: [
+                    n for n in names if dockerignored(str((Path(d) / n).relative_to(ROOT)))
+                ],
+            )
+        else:
+            final = target / src.name if into_dir else target
+            final.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, final)
+
+
+def test_dockerignore_matches_as_docker_does() -> None:
+    assert dockerignored("tests") and dockerignored("tests/test_deploy.py")
+    assert dockerignored("archiver/__pycache__/cli.cpython-311.pyc")
+    assert dockerignored("archiver/store/__pycache__")
+    assert not dockerignored("archiver/cli.py") and not dockerignored("pyproject.toml")
+    assert not dockerignored("archiver/tests_helpers.py")  # "tests" is matched from the root
+    assert dockerignored("nats.creds") and dockerignored("deep/er/user.creds")
+
+
 def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> None:
     """No Docker engine here, so the build stage's own steps run on this machine: its
     COPY lines fill a context (minus .dockerignore), its RUN lines run as written, in
@@ -279,11 +334,6 @@ def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> N
     image_root = tmp_path / "image"
     env = clean_env()
     workdir = ROOT
-    ignored = [
-        p.strip()
-        for p in (ROOT / ".dockerignore").read_text().splitlines()
-        if p.strip() and not p.startswith("#")
-    ]
 
     def here(path: str) -> str:
         return str(image_root / path.lstrip("/")) if path.startswith("/") else path
@@ -299,21 +349,7 @@ def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> N
             workdir = Path(here(args))
             workdir.mkdir(parents=True, exist_ok=True)
         elif word == "COPY":
-            *sources, dest = args.split()
-            target = workdir / dest
-            for source in sources:
-                src = ROOT / source
-                if src.is_dir():
-                    shutil.copytree(
-                        src,
-                        target / source if dest.endswith("/") else target,
-                        ignore=lambda _d, names: [
-                            n for n in names if any(fnmatch(n, p.split("/")[-1]) for p in ignored)
-                        ],
-                    )
-                else:
-                    target.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, target / src.name if dest.endswith("/") else target)
+            docker_copy(args, workdir)
         elif word == "RUN":
             command = relocate(args)
             done = subprocess.run(

@@ -156,7 +156,7 @@ def test_bad_s3_options_are_refused_before_any_work(
     assert "Traceback" not in result.stderr
 
 
-def test_flag_beats_environment_beats_policy(tmp_path: Path) -> None:
+def test_flag_beats_policy(tmp_path: Path) -> None:
     from archiver.config import resolve
 
     policy = tmp_path / "policy.yaml"

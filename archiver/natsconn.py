@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,11 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from archiver import natsparser
 from archiver.errors import SourceError, UsageError
+from archiver.natsparser import RawHandler
 
 log = logging.getLogger(__name__)
-
-RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
-"""Called with (subject, reply, payload, header block or None) for each frame."""
 
 API_TIMEOUT = 10.0
 
@@ -74,6 +72,7 @@ class RawClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._raw_handlers: dict[int, RawHandler] = {}
+        natsparser.install(self)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None

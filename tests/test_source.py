@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from helpers import nats_client, publish
 from natsserver import NatsServer
 from test_archive import add_streams, delete_msgs
 
 from archiver.natsconn import RawClient
+from archiver.natsparser import RawHandler
 from archiver.records import Batch
 from archiver.source import ConsumerReader
 from archiver.streams import list_streams
@@ -36,14 +38,15 @@ class DroppingClient(RawClient):
         self.drop_at = drop_at
         self.seen = 0
 
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        if reply.startswith(b"$JS.ACK."):
-            self.seen += 1
-            if self.seen in self.drop_at:
-                return
-        await super()._process_msg(sid, subject, reply, data, headers)
+    async def subscribe_raw(self, subject: str, handler: RawHandler) -> Any:
+        def dropping(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+            if reply.startswith(b"$JS.ACK."):
+                self.seen += 1
+                if self.seen in self.drop_at:
+                    return
+            handler(subject, reply, data, headers)
+
+        return await super().subscribe_raw(subject, dropping)
 
 
 def test_a_lost_delivery_is_noticed_and_re_read(nats: NatsServer) -> None:

@@ -17,6 +17,8 @@ from archiver import __version__
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from archiver.config import Settings
     from archiver.status import StreamStatus
 
@@ -268,6 +270,49 @@ async def _status_after_run(settings: Settings) -> list[StreamStatus]:
         return []
 
 
+def _deliver(
+    registry: CollectorRegistry,
+    command: str,
+    settings: Settings,
+    where: tuple[str | None, Path | None],
+    code: int,
+    prune: bool = True,
+) -> int:
+    """Export a command's metrics after its work is done and reported. A failure is one
+    line, and the exit code becomes 1 unless the command earned a worse one (3).
+    ``prune``: also drop the Pushgateway groups of streams deleted from the server."""
+    from archiver.metrics import export
+
+    pushgateway, metrics_file = where
+    try:
+        export(registry, command, pushgateway, metrics_file)
+        if pushgateway and prune:
+            _run(_prune_metrics(settings, pushgateway, command))
+    except ArchiverError as exc:
+        _say(exc)
+        return max(code, exc.exit_code)
+    return code
+
+
+async def _prune_metrics(settings: Settings, pushgateway: str, command: str) -> None:
+    """Drop the Pushgateway groups of streams deleted from the server."""
+    from archiver.metrics import prune_gone_streams
+    from archiver.natsconn import connect
+    from archiver.streams import list_all_streams
+
+    nc = await connect(settings.nats)
+    try:
+        listing = await list_all_streams(nc)
+    finally:
+        await nc.close()
+    live = {i.name for i in listing.infos} | set(listing.unavailable)
+    gone = await asyncio.to_thread(prune_gone_streams, pushgateway, command, live)
+    if gone:
+        logging.getLogger("archiver.cli").warning(
+            "removed the metrics of deleted streams: %s", ", ".join(gone)
+        )
+
+
 @main.command()
 @common_options
 @json_option
@@ -308,15 +353,13 @@ def run(as_json: bool, pushgateway: str | None, metrics_file: Path | None, **par
     if pushgateway or metrics_file:
         from dataclasses import replace
 
-        from archiver.metrics import export, run_metrics
+        from archiver.metrics import run_metrics
 
         done = tuple(r.stream for r in results if not r.skipped)
         statuses = _run(_status_after_run(replace(settings, streams=done))) if done else []
-        try:
-            export(run_metrics(results, statuses), "run", pushgateway, metrics_file)
-        except ArchiverError as exc:
-            _say(exc)  # and keep a worse exit code the run itself earned (3: lost)
-            code = max(code, exc.exit_code)
+        code = _deliver(
+            run_metrics(results, statuses), "run", settings, (pushgateway, metrics_file), code
+        )
     sys.exit(code)
 
 
@@ -338,10 +381,7 @@ def status(
 
     settings = _settings(params)
     found = _run(get_status(settings))
-    if pushgateway or metrics_file:
-        from archiver.metrics import export, status_metrics
-
-        export(status_metrics(found), "status", pushgateway, metrics_file)
+    code = EXIT_DATA if any(s.state is not State.OK for s in found) else EXIT_OK
     _emit(
         [s.as_json() for s in found],
         as_json,
@@ -356,7 +396,13 @@ def status(
             "state",
         ],
     )
-    sys.exit(EXIT_DATA if any(s.state is not State.OK for s in found) else EXIT_OK)
+    if pushgateway or metrics_file:
+        from archiver.metrics import status_metrics
+
+        code = _deliver(
+            status_metrics(found), "status", settings, (pushgateway, metrics_file), code
+        )
+    sys.exit(code)
 
 
 @main.command(name="ls")
@@ -611,10 +657,6 @@ def drill_command(
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from exc
     report = _run(drill(settings, drill_streams, target_url, since_ns, keep))
-    if pushgateway or metrics_file:
-        from archiver.metrics import drill_metrics, export
-
-        export(drill_metrics(report), "drill", pushgateway, metrics_file)
     if report_path:
         written = write_reports(report, open_store(settings.store_url, settings.s3), report_path)
         if not as_json:
@@ -630,4 +672,11 @@ def drill_command(
             )
             for text in s.verify_problems + s.examples + ([s.error] if s.error else []):
                 click.echo(f"  {text}")
-    sys.exit(EXIT_OK if report.ok else EXIT_DATA)
+    code = EXIT_OK if report.ok else EXIT_DATA
+    if pushgateway or metrics_file:
+        from archiver.metrics import drill_metrics
+
+        # A deleted stream's archive is still drilled: its drill groups stay.
+        where = (pushgateway, metrics_file)
+        code = _deliver(drill_metrics(report), "drill", settings, where, code, prune=False)
+    sys.exit(code)

@@ -10,7 +10,8 @@ On the Pushgateway each stream's series live in a group of their own (job
 metrics pushed: several archivers sharing the streams (scale-out) never wipe each
 other's streams, a stream skipped because another run holds it keeps that run's
 figures, and a failed pass (which sets no new success time) keeps the last success
-time, so the no-recent-success alert sees it age.
+time, so the no-recent-success alert sees it age. ``prune_gone_streams`` removes the
+groups of streams deleted from the server.
 
 | metric | type | labels | meaning |
 |---|---|---|---|
@@ -31,8 +32,10 @@ time, so the no-recent-success alert sees it age.
 
 from __future__ import annotations
 
+import json
 import math
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +43,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    delete_from_gateway,
     pushadd_to_gateway,
     write_to_textfile,
 )
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from archiver.status import StreamStatus
 
 P = "nats_archiver_"
+JOB = "nats-archiver"
 
 
 def _gauge(reg: CollectorRegistry, name: str, doc: str) -> Gauge:
@@ -122,6 +127,43 @@ def drill_metrics(report: DrillReport) -> CollectorRegistry:
     return reg
 
 
+def prune_gone_streams(pushgateway: str, command: str, live: set[str]) -> list[str]:
+    """Delete the Pushgateway groups of streams that no longer exist on the server.
+
+    Per-stream groups outlive their stream: a deleted stream's last success time would
+    age forever and keep the no-recent-success alert firing. Groups of streams that
+    exist but another archiver covers are left alone. Returns the streams pruned.
+    """
+    base = (pushgateway if "://" in pushgateway else f"http://{pushgateway}").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ArchiverError(f"--pushgateway must be an http(s) URL, not {base.split(':')[0]}:")
+    try:
+        with urllib.request.urlopen(f"{base}/api/v1/metrics", timeout=10) as answer:  # noqa: S310
+            groups = json.load(answer).get("data") or []
+        gone = sorted(
+            {
+                labels["stream"]
+                for labels in (g.get("labels") or {} for g in groups)
+                if labels.get("job") == JOB
+                and labels.get("command") == command
+                and labels.get("stream")
+                and labels["stream"] not in live
+            }
+        )
+        for stream in gone:
+            delete_from_gateway(
+                pushgateway,
+                job=JOB,
+                grouping_key={"command": command, "stream": stream},
+                timeout=10,
+            )
+    except (OSError, ValueError) as exc:
+        raise ArchiverError(
+            f"cannot prune metrics of deleted streams: {exc}", hint="check --pushgateway"
+        ) from exc
+    return gone
+
+
 def export(
     reg: CollectorRegistry, command: str, pushgateway: str | None, textfile: Path | None
 ) -> None:
@@ -133,7 +175,7 @@ def export(
             for stream, group in split_by_stream(reg).items():
                 key = {"command": command} | ({"stream": stream} if stream else {})
                 pushadd_to_gateway(
-                    pushgateway, job="nats-archiver", grouping_key=key, registry=group, timeout=10
+                    pushgateway, job=JOB, grouping_key=key, registry=group, timeout=10
                 )
     except OSError as exc:
         raise ArchiverError(

@@ -30,7 +30,8 @@ def samples(text: str) -> dict[tuple[str, str], float]:
 
 class Pushgateway(BaseHTTPRequestHandler):
     """The Pushgateway's grouping semantics, in small: each URL path is a group; PUT
-    replaces the group, POST replaces only the metric families it carries."""
+    replaces the group, POST replaces only the metric families it carries, DELETE drops
+    it; GET /api/v1/metrics lists the groups' labels."""
 
     groups: ClassVar[dict[str, dict[str, str]]] = {}
     requests: ClassVar[list[tuple[str, str]]] = []
@@ -53,6 +54,24 @@ class Pushgateway(BaseHTTPRequestHandler):
         Pushgateway.groups[self.path] = group
         self.send_response(200)
         self.end_headers()
+
+    def do_DELETE(self) -> None:
+        Pushgateway.requests.append((self.command, self.path))
+        Pushgateway.groups.pop(self.path, None)
+        self.send_response(202)
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        assert self.path == "/api/v1/metrics"
+        data = []
+        for path in Pushgateway.groups:
+            parts = path.removeprefix("/metrics/").split("/")
+            data.append({"labels": dict(zip(parts[::2], parts[1::2], strict=True))})
+        body = json.dumps({"status": "success", "data": data}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -121,6 +140,37 @@ def test_a_run_over_some_streams_keeps_the_other_streams_metrics(
     assert got[("nats_archiver_messages_archived", "GATEWAY")] == 7
     assert got[("nats_archiver_messages_archived", "AUTH")] == 8
     assert got[("nats_archiver_last_success_timestamp_seconds", "GATEWAY")] > 1.7e9
+
+
+def test_a_deleted_streams_metrics_are_removed_and_others_kept(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """A per-stream group outlives its stream: its last success time would age and page
+    someone forever. The next run removes the groups of streams gone from the server,
+    and only those (other commands' groups and other jobs stay)."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "GATEWAY": "gateway.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    asyncio.run(publish(nats.url, "GATEWAY", ["gateway.a"] * 7))
+    store = ["--nats-url", nats.url, "--store", str(tmp_path / "a")]
+    with pushgateway() as url:
+        assert run_cli("run", *store, "--pushgateway", url).returncode == 0
+        assert run_cli("status", *store, "--pushgateway", url).returncode == 0
+        Pushgateway.groups["/metrics/job/other/stream/GATEWAY"] = {}
+        asyncio.run(_delete_stream(nats.url, "GATEWAY"))
+        again = run_cli("run", *store, "--pushgateway", url)
+    assert again.returncode == 0, again.stderr
+    assert "removed the metrics of deleted streams: GATEWAY" in again.stderr
+    assert sorted(Pushgateway.groups) == [
+        "/metrics/job/nats-archiver/command/run/stream/AUTH",
+        "/metrics/job/nats-archiver/command/status/stream/AUTH",
+        "/metrics/job/nats-archiver/command/status/stream/GATEWAY",  # status prunes its own
+        "/metrics/job/other/stream/GATEWAY",
+    ]
+
+
+async def _delete_stream(url: str, stream: str) -> None:
+    async with nats_client(url) as nc:
+        await nc.jetstream().delete_stream(stream)
 
 
 def test_an_unreachable_pushgateway_keeps_the_summary_and_the_worse_exit_code(

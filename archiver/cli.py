@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -133,11 +134,36 @@ def metrics_options(func: F) -> F:
         envvar="ARCHIVER_METRICS_FILE",
         help="Write metrics for node-exporter's textfile collector.",
     )(func)
+    func = click.option(
+        "--metrics-job",
+        envvar="ARCHIVER_METRICS_JOB",
+        default="nats-archiver",
+        show_default=True,
+        help="Pushgateway job name: one per archiver deployment sharing a Pushgateway.",
+    )(func)
     return click.option(
         "--pushgateway",
         envvar="ARCHIVER_PUSHGATEWAY",
         help="Push metrics to this Prometheus Pushgateway URL.",
     )(func)
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    """Where a command's metrics go (the metrics options)."""
+
+    pushgateway: str | None
+    textfile: Path | None
+    job: str
+
+    def __bool__(self) -> bool:
+        return bool(self.pushgateway or self.textfile)
+
+
+def _metrics_target(params: dict[str, Any]) -> MetricsTarget:
+    return MetricsTarget(
+        params.pop("pushgateway"), params.pop("metrics_file"), params.pop("metrics_job")
+    )
 
 
 def json_option(func: F) -> F:
@@ -274,7 +300,7 @@ def _deliver(
     registry: CollectorRegistry,
     command: str,
     settings: Settings,
-    where: tuple[str | None, Path | None],
+    target: MetricsTarget,
     code: int,
     prune: bool = True,
 ) -> int:
@@ -283,18 +309,17 @@ def _deliver(
     ``prune``: also drop the Pushgateway groups of streams deleted from the server."""
     from archiver.metrics import export
 
-    pushgateway, metrics_file = where
     try:
-        export(registry, command, pushgateway, metrics_file)
-        if pushgateway and prune:
-            _run(_prune_metrics(settings, pushgateway, command))
+        export(registry, command, target.pushgateway, target.textfile, target.job)
+        if target.pushgateway and prune:
+            _run(_prune_metrics(settings, target, command))
     except ArchiverError as exc:
         _say(exc)
         return max(code, exc.exit_code)
     return code
 
 
-async def _prune_metrics(settings: Settings, pushgateway: str, command: str) -> None:
+async def _prune_metrics(settings: Settings, target: MetricsTarget, command: str) -> None:
     """Drop the Pushgateway groups of streams deleted from the server."""
     from archiver.metrics import prune_gone_streams
     from archiver.natsconn import connect
@@ -306,7 +331,10 @@ async def _prune_metrics(settings: Settings, pushgateway: str, command: str) -> 
     finally:
         await nc.close()
     live = {i.name for i in listing.infos} | set(listing.unavailable)
-    gone = await asyncio.to_thread(prune_gone_streams, pushgateway, command, live)
+    assert target.pushgateway is not None
+    gone = await asyncio.to_thread(
+        prune_gone_streams, target.pushgateway, target.job, command, live
+    )
     if gone:
         logging.getLogger("archiver.cli").warning(
             "removed the metrics of deleted streams: %s", ", ".join(gone)
@@ -325,10 +353,11 @@ async def _prune_metrics(settings: Settings, pushgateway: str, command: str) -> 
 )
 @metrics_options
 @with_errors
-def run(as_json: bool, pushgateway: str | None, metrics_file: Path | None, **params: Any) -> None:
+def run(as_json: bool, **params: Any) -> None:
     """Archive each selected stream (default: all) up to its last sequence, then exit."""
     from archiver.archive import run as archive_run
 
+    metrics = _metrics_target(params)
     settings = _settings(params)
     results = _run(archive_run(settings))
     code = max((r.exit_code for r in results), default=EXIT_OK)
@@ -350,16 +379,14 @@ def run(as_json: bool, pushgateway: str | None, metrics_file: Path | None, **par
             "error",
         ],
     )
-    if pushgateway or metrics_file:
+    if metrics:
         from dataclasses import replace
 
         from archiver.metrics import run_metrics
 
         done = tuple(r.stream for r in results if not r.skipped)
         statuses = _run(_status_after_run(replace(settings, streams=done))) if done else []
-        code = _deliver(
-            run_metrics(results, statuses), "run", settings, (pushgateway, metrics_file), code
-        )
+        code = _deliver(run_metrics(results, statuses), "run", settings, metrics, code)
     sys.exit(code)
 
 
@@ -369,9 +396,7 @@ def run(as_json: bool, pushgateway: str | None, metrics_file: Path | None, **par
 @click.option("--stream", "stream", multiple=True, help="Only this stream (repeatable).")
 @metrics_options
 @with_errors
-def status(
-    as_json: bool, pushgateway: str | None, metrics_file: Path | None, **params: Any
-) -> None:
+def status(as_json: bool, **params: Any) -> None:
     """How far behind the archive is and how long until unarchived messages expire.
 
     Exits 3 when a stream is at-risk or lost.
@@ -379,6 +404,7 @@ def status(
     from archiver.status import State
     from archiver.status import status as get_status
 
+    metrics = _metrics_target(params)
     settings = _settings(params)
     found = _run(get_status(settings))
     code = EXIT_DATA if any(s.state is not State.OK for s in found) else EXIT_OK
@@ -396,12 +422,10 @@ def status(
             "state",
         ],
     )
-    if pushgateway or metrics_file:
+    if metrics:
         from archiver.metrics import status_metrics
 
-        code = _deliver(
-            status_metrics(found), "status", settings, (pushgateway, metrics_file), code
-        )
+        code = _deliver(status_metrics(found), "status", settings, metrics, code)
     sys.exit(code)
 
 
@@ -632,8 +656,6 @@ def verify_command(
 @metrics_options
 @with_errors
 def drill_command(
-    pushgateway: str | None,
-    metrics_file: Path | None,
     as_json: bool,
     drill_streams: tuple[str, ...],
     target_url: str | None,
@@ -651,6 +673,7 @@ def drill_command(
     from archiver.store import open_store
     from archiver.timefmt import parse_time_bound
 
+    metrics = _metrics_target(params)
     settings = _settings(params)
     try:
         since_ns = parse_time_bound(since) if since else None
@@ -673,10 +696,9 @@ def drill_command(
             for text in s.verify_problems + s.examples + ([s.error] if s.error else []):
                 click.echo(f"  {text}")
     code = EXIT_OK if report.ok else EXIT_DATA
-    if pushgateway or metrics_file:
+    if metrics:
         from archiver.metrics import drill_metrics
 
         # A deleted stream's archive is still drilled: its drill groups stay.
-        where = (pushgateway, metrics_file)
-        code = _deliver(drill_metrics(report), "drill", settings, where, code, prune=False)
+        code = _deliver(drill_metrics(report), "drill", settings, metrics, code, prune=False)
     sys.exit(code)

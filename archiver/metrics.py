@@ -6,7 +6,7 @@ and hands it over at the end: ``--pushgateway URL`` or ``--metrics-file PATH``
 collector never reads half a file).
 
 On the Pushgateway each stream's series live in a group of their own (job
-``nats-archiver``, ``command``, ``stream``), pushed with POST, which replaces only the
+``nats-archiver`` or ``--metrics-job``, ``command``, ``stream``), pushed with POST, which replaces only the
 metrics pushed: several archivers sharing the streams (scale-out) never wipe each
 other's streams, a stream skipped because another run holds it keeps that run's
 figures, and a failed pass (which sets no new success time) keeps the last success
@@ -127,7 +127,7 @@ def drill_metrics(report: DrillReport) -> CollectorRegistry:
     return reg
 
 
-def prune_gone_streams(pushgateway: str, command: str, live: set[str]) -> list[str]:
+def prune_gone_streams(pushgateway: str, job: str, command: str, live: set[str]) -> list[str]:
     """Delete the Pushgateway groups of streams that no longer exist on the server.
 
     Per-stream groups outlive their stream: a deleted stream's last success time would
@@ -144,7 +144,7 @@ def prune_gone_streams(pushgateway: str, command: str, live: set[str]) -> list[s
             {
                 labels["stream"]
                 for labels in (g.get("labels") or {} for g in groups)
-                if labels.get("job") == JOB
+                if labels.get("job") == job
                 and labels.get("command") == command
                 and labels.get("stream")
                 and labels["stream"] not in live
@@ -153,7 +153,7 @@ def prune_gone_streams(pushgateway: str, command: str, live: set[str]) -> list[s
         for stream in gone:
             delete_from_gateway(
                 pushgateway,
-                job=JOB,
+                job=job,
                 grouping_key={"command": command, "stream": stream},
                 timeout=10,
             )
@@ -165,7 +165,11 @@ def prune_gone_streams(pushgateway: str, command: str, live: set[str]) -> list[s
 
 
 def export(
-    reg: CollectorRegistry, command: str, pushgateway: str | None, textfile: Path | None
+    reg: CollectorRegistry,
+    command: str,
+    pushgateway: str | None,
+    textfile: Path | None,
+    job: str = JOB,
 ) -> None:
     """Hand the metrics over; a failure is one clear error, after the work is done."""
     try:
@@ -175,7 +179,7 @@ def export(
             for stream, group in split_by_stream(reg).items():
                 key = {"command": command} | ({"stream": stream} if stream else {})
                 pushadd_to_gateway(
-                    pushgateway, job=JOB, grouping_key=key, registry=group, timeout=10
+                    pushgateway, job=job, grouping_key=key, registry=group, timeout=10
                 )
     except OSError as exc:
         raise ArchiverError(

@@ -155,7 +155,9 @@ def test_a_deleted_streams_metrics_are_removed_and_others_kept(
     with pushgateway() as url:
         assert run_cli("run", *store, "--pushgateway", url).returncode == 0
         assert run_cli("status", *store, "--pushgateway", url).returncode == 0
-        Pushgateway.groups["/metrics/job/other/stream/GATEWAY"] = {}
+        # Another deployment on the same Pushgateway, with its own job name.
+        other = run_cli("run", *store, "--pushgateway", url, "--metrics-job", "other")
+        assert other.returncode == 0, other.stderr
         asyncio.run(_delete_stream(nats.url, "GATEWAY"))
         again = run_cli("run", *store, "--pushgateway", url)
     assert again.returncode == 0, again.stderr
@@ -164,7 +166,8 @@ def test_a_deleted_streams_metrics_are_removed_and_others_kept(
         "/metrics/job/nats-archiver/command/run/stream/AUTH",
         "/metrics/job/nats-archiver/command/status/stream/AUTH",
         "/metrics/job/nats-archiver/command/status/stream/GATEWAY",  # status prunes its own
-        "/metrics/job/other/stream/GATEWAY",
+        "/metrics/job/other/command/run/stream/AUTH",
+        "/metrics/job/other/command/run/stream/GATEWAY",
     ]
 
 

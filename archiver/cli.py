@@ -312,32 +312,34 @@ def _deliver(
     try:
         export(registry, command, target.pushgateway, target.textfile, target.job)
         if target.pushgateway and prune:
-            _run(_prune_metrics(settings, target, command))
+            # asyncio.run, not _run: _run would exit on an error with its own code.
+            asyncio.run(_prune_metrics(settings, target.pushgateway, target.job, command))
     except ArchiverError as exc:
         _say(exc)
         return max(code, exc.exit_code)
     return code
 
 
-async def _prune_metrics(settings: Settings, target: MetricsTarget, command: str) -> None:
-    """Drop the Pushgateway groups of streams deleted from the server."""
-    from archiver.metrics import prune_gone_streams
+async def _prune_metrics(settings: Settings, pushgateway: str, job: str, command: str) -> None:
+    """Drop the Pushgateway groups of streams deleted from the server. The groups are
+    listed first: a stream created and pushed meanwhile is then on the server's list."""
+    from archiver.metrics import delete_streams, pushed_streams
     from archiver.natsconn import connect
     from archiver.streams import list_all_streams
 
+    pushed = await asyncio.to_thread(pushed_streams, pushgateway, job, command)
+    if not pushed:
+        return
     nc = await connect(settings.nats)
     try:
         listing = await list_all_streams(nc)
     finally:
         await nc.close()
-    live = {i.name for i in listing.infos} | set(listing.unavailable)
-    assert target.pushgateway is not None
-    gone = await asyncio.to_thread(
-        prune_gone_streams, target.pushgateway, target.job, command, live
-    )
+    gone = pushed - {i.name for i in listing.infos} - set(listing.unavailable)
     if gone:
+        await asyncio.to_thread(delete_streams, pushgateway, job, command, gone)
         logging.getLogger("archiver.cli").warning(
-            "removed the metrics of deleted streams: %s", ", ".join(gone)
+            "removed the metrics of deleted streams: %s", ", ".join(sorted(gone))
         )
 
 

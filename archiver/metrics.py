@@ -10,8 +10,8 @@ On the Pushgateway each stream's series live in a group of their own (job
 metrics pushed: several archivers sharing the streams (scale-out) never wipe each
 other's streams, a stream skipped because another run holds it keeps that run's
 figures, and a failed pass (which sets no new success time) keeps the last success
-time, so the no-recent-success alert sees it age. ``prune_gone_streams`` removes the
-groups of streams deleted from the server.
+time, so the no-recent-success alert sees it age. ``pushed_streams`` and
+``delete_streams`` let a run remove the groups of streams deleted from the server.
 
 | metric | type | labels | meaning |
 |---|---|---|---|
@@ -44,6 +44,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     delete_from_gateway,
+    push_to_gateway,
     pushadd_to_gateway,
     write_to_textfile,
 )
@@ -127,41 +128,52 @@ def drill_metrics(report: DrillReport) -> CollectorRegistry:
     return reg
 
 
-def prune_gone_streams(pushgateway: str, job: str, command: str, live: set[str]) -> list[str]:
-    """Delete the Pushgateway groups of streams that no longer exist on the server.
-
-    Per-stream groups outlive their stream: a deleted stream's last success time would
-    age forever and keep the no-recent-success alert firing. Groups of streams that
-    exist but another archiver covers are left alone. Returns the streams pruned.
-    """
+def pushed_streams(pushgateway: str, job: str, command: str) -> set[str]:
+    """The streams that have a group of this job and command on the Pushgateway."""
     base = (pushgateway if "://" in pushgateway else f"http://{pushgateway}").rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise ArchiverError(f"--pushgateway must be an http(s) URL, not {base.split(':')[0]}:")
     try:
         with urllib.request.urlopen(f"{base}/api/v1/metrics", timeout=10) as answer:  # noqa: S310
-            groups = json.load(answer).get("data") or []
-        gone = sorted(
-            {
-                labels["stream"]
-                for labels in (g.get("labels") or {} for g in groups)
-                if labels.get("job") == job
-                and labels.get("command") == command
-                and labels.get("stream")
-                and labels["stream"] not in live
-            }
+            body = json.load(answer)
+    except (OSError, ValueError) as exc:
+        raise ArchiverError(
+            f"cannot list the Pushgateway's groups: {exc}", hint="check --pushgateway"
+        ) from exc
+    groups = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(groups, list):
+        raise ArchiverError(
+            "the Pushgateway's /api/v1/metrics answer has no list of groups",
+            hint="check that --pushgateway points at a Prometheus Pushgateway (1.0 or later)",
         )
-        for stream in gone:
+    found = set()
+    for group in groups:
+        labels = group.get("labels") if isinstance(group, dict) else None
+        if (
+            isinstance(labels, dict)
+            and labels.get("job") == job
+            and labels.get("command") == command
+            and isinstance(labels.get("stream"), str)
+            and labels["stream"]
+        ):
+            found.add(labels["stream"])
+    return found
+
+
+def delete_streams(pushgateway: str, job: str, command: str, streams: set[str]) -> None:
+    """Delete these streams' groups (streams gone from the server)."""
+    try:
+        for stream in sorted(streams):
             delete_from_gateway(
                 pushgateway,
                 job=job,
                 grouping_key={"command": command, "stream": stream},
                 timeout=10,
             )
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise ArchiverError(
-            f"cannot prune metrics of deleted streams: {exc}", hint="check --pushgateway"
+            f"cannot delete metrics of deleted streams: {exc}", hint="check --pushgateway"
         ) from exc
-    return gone
 
 
 def export(
@@ -171,15 +183,33 @@ def export(
     textfile: Path | None,
     job: str = JOB,
 ) -> None:
-    """Hand the metrics over; a failure is one clear error, after the work is done."""
+    """Hand the metrics over; a failure is one clear error, after the work is done.
+
+    The group without a stream (job and command only) is replaced whole (PUT), or
+    deleted when there is nothing for it: releases before per-stream groups kept every
+    stream's series there, and the Pushgateway refuses a push whose series another
+    group already holds. Then each stream's group gets a POST.
+    """
     try:
         if textfile is not None:
             write_to_textfile(str(textfile), reg)
         if pushgateway:
-            for stream, group in split_by_stream(reg).items():
-                key = {"command": command} | ({"stream": stream} if stream else {})
+            groups = split_by_stream(reg)
+            streamless = groups.pop("", None)
+            key = {"command": command}
+            if streamless is None:
+                delete_from_gateway(pushgateway, job=job, grouping_key=key, timeout=10)
+            else:
+                push_to_gateway(
+                    pushgateway, job=job, grouping_key=key, registry=streamless, timeout=10
+                )
+            for stream, group in groups.items():
                 pushadd_to_gateway(
-                    pushgateway, job=job, grouping_key=key, registry=group, timeout=10
+                    pushgateway,
+                    job=job,
+                    grouping_key=key | {"stream": stream},
+                    registry=group,
+                    timeout=10,
                 )
     except OSError as exc:
         raise ArchiverError(

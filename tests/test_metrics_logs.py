@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import ClassVar
 
+import pytest
 from helpers import nats_client, publish, run_cli
 from natsserver import NatsServer, binary_for
 from prometheus_client.parser import text_string_to_metric_families
+from pushgateway import Pushgateway, pushgateway
 from s3server import free_ports
 from test_archive import add_streams
 
@@ -26,72 +23,6 @@ def samples(text: str) -> dict[tuple[str, str], float]:
         for s in family.samples:
             out[(s.name, s.labels.get("stream", ""))] = s.value
     return out
-
-
-class Pushgateway(BaseHTTPRequestHandler):
-    """The Pushgateway's grouping semantics, in small: each URL path is a group; PUT
-    replaces the group, POST replaces only the metric families it carries, DELETE drops
-    it; GET /api/v1/metrics lists the groups' labels."""
-
-    groups: ClassVar[dict[str, dict[str, str]]] = {}
-    requests: ClassVar[list[tuple[str, str]]] = []
-
-    def do_PUT(self) -> None:
-        self._take(replace_group=True)
-
-    def do_POST(self) -> None:
-        self._take(replace_group=False)
-
-    def _take(self, replace_group: bool) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        Pushgateway.requests.append((self.command, self.path))
-        group = {} if replace_group else Pushgateway.groups.get(self.path, {})
-        for family in text_string_to_metric_families(body):
-            group[family.name] = "".join(
-                f'{s.name}{{stream="{s.labels.get("stream", "")}"}} {s.value}\n'
-                for s in family.samples
-            )
-        Pushgateway.groups[self.path] = group
-        self.send_response(200)
-        self.end_headers()
-
-    def do_DELETE(self) -> None:
-        Pushgateway.requests.append((self.command, self.path))
-        Pushgateway.groups.pop(self.path, None)
-        self.send_response(202)
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        assert self.path == "/api/v1/metrics"
-        data = []
-        for path in Pushgateway.groups:
-            parts = path.removeprefix("/metrics/").split("/")
-            data.append({"labels": dict(zip(parts[::2], parts[1::2], strict=True))})
-        body = json.dumps({"status": "success", "data": data}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    @classmethod
-    def scrape(cls) -> dict[tuple[str, str], float]:
-        return samples("".join(text for g in cls.groups.values() for text in g.values()))
-
-
-@contextmanager
-def pushgateway() -> Iterator[str]:
-    Pushgateway.groups, Pushgateway.requests = {}, []
-    server = HTTPServer(("127.0.0.1", 0), Pushgateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_run_pushes_and_writes_its_metrics(nats: NatsServer, tmp_path: Path) -> None:
@@ -111,7 +42,10 @@ def test_run_pushes_and_writes_its_metrics(nats: NatsServer, tmp_path: Path) -> 
             str(textfile),
         )
         assert result.returncode == 0, result.stderr
-    assert Pushgateway.requests == [("POST", "/metrics/job/nats-archiver/command/run/stream/AUTH")]
+    assert Pushgateway.requests == [
+        ("DELETE", "/metrics/job/nats-archiver/command/run"),  # nothing without a stream
+        ("POST", "/metrics/job/nats-archiver/command/run/stream/AUTH"),
+    ]
     for got in (Pushgateway.scrape(), samples(textfile.read_text())):
         assert got[("nats_archiver_messages_archived", "AUTH")] == 25
         assert got[("nats_archiver_messages_lost_total", "AUTH")] == 0
@@ -176,6 +110,59 @@ async def _delete_stream(url: str, stream: str) -> None:
         await nc.jetstream().delete_stream(stream)
 
 
+def test_groups_from_before_per_stream_groups_give_way(nats: NatsServer, tmp_path: Path) -> None:
+    """Earlier releases kept every stream's series in one group per command; the
+    Pushgateway would refuse the per-stream pushes while that group holds them."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    legacy = "/metrics/job/nats-archiver/command/run"
+    with pushgateway() as url:
+        Pushgateway.groups[legacy] = {
+            "nats_archiver_messages_archived": [
+                ("nats_archiver_messages_archived", {"stream": "AUTH"}, 1.0)
+            ]
+        }
+        result = run_cli(
+            "run", "--nats-url", nats.url, "--store", str(tmp_path / "a"), "--pushgateway", url
+        )
+    assert result.returncode == 0, result.stderr
+    assert legacy not in Pushgateway.groups
+    assert Pushgateway.scrape()[("nats_archiver_messages_archived", "AUTH")] == 5
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [(404, b"not found"), (200, b"[]"), (200, b'{"data": {}}'), (200, b"not json")],
+    ids=["404", "list", "data-not-a-list", "not-json"],
+)
+def test_a_pushgateway_without_the_groups_api_keeps_the_exit_code(
+    answer: tuple[int, bytes], nats: NatsServer, tmp_path: Path
+) -> None:
+    """The push works, listing the groups to prune does not: one line, and a status that
+    found a stream at risk still exits 3."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_age=3600))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("archive:\n  at_risk_margin: 2h\n")  # unarchived, expiring in 1h
+    with pushgateway() as url:
+        Pushgateway.api_answer = answer
+        result = run_cli(
+            "status",
+            "--nats-url",
+            nats.url,
+            "--store",
+            str(tmp_path / "a"),
+            "--policy",
+            str(policy),
+            "--pushgateway",
+            url,
+        )
+    assert result.returncode == 3, result.stderr
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Pushgateway" in lines[0], result.stderr
+    assert Pushgateway.scrape()[("nats_archiver_behind_messages", "AUTH")] == 5
+
+
 def test_an_unreachable_pushgateway_keeps_the_summary_and_the_worse_exit_code(
     nats: NatsServer, tmp_path: Path
 ) -> None:
@@ -188,8 +175,9 @@ def test_an_unreachable_pushgateway_keeps_the_summary_and_the_worse_exit_code(
     asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 25))
     clean = run_cli(*argv, *unreachable)
     asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 4))
-    asyncio.run(_shorten_max_age(nats.url, "AUTH", 1.0))
+    asyncio.run(_set_max_age(nats.url, "AUTH", 1.0))
     time.sleep(2)  # those 4 expire before the next run
+    asyncio.run(_set_max_age(nats.url, "AUTH", 3600.0))  # and nothing more expires
     asyncio.run(publish(nats.url, "AUTH", ["auth.c"] * 3))
     lossy = run_cli(*argv, *unreachable)
     for result, code, messages, lost in ((clean, 1, 25, 0), (lossy, 3, 3, 4)):
@@ -199,12 +187,12 @@ def test_an_unreachable_pushgateway_keeps_the_summary_and_the_worse_exit_code(
         assert "cannot deliver metrics" in result.stderr
 
 
-async def _shorten_max_age(url: str, stream: str, seconds: float) -> None:
+async def _set_max_age(url: str, stream: str, seconds: float) -> None:
     async with nats_client(url) as nc:
         js = nc.jetstream()
         config = (await js.stream_info(stream)).config
         config.max_age = seconds
-        config.duplicate_window = seconds  # may not exceed max_age
+        config.duplicate_window = min(seconds, 120)  # may not exceed max_age
         await js.update_stream(config)
 
 

@@ -66,6 +66,7 @@ class Recorder:
         self.calls: list[tuple[Any, ...]] = []
         self.stats = {"in_msgs": 0, "in_bytes": 0}
         self._raw_handlers = {RAW_SID: self._raw}
+        self.parser: Parser | None = None
 
     def _raw(self, subject: bytes, reply: bytes, data: bytes, header: bytes | None) -> None:
         self.calls.append(("msg", RAW_SID, subject, reply, data, header))
@@ -73,11 +74,14 @@ class Recorder:
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, header: bytes | None
     ) -> None:
-        # What RawClient._process_msg does: raw sids go to their handler.
+        # What RawClient._process_msg does: raw sids go to their handler, counted.
         if sid in self._raw_handlers:
+            self.stats["in_msgs"] += 1
+            self.stats["in_bytes"] += len(data)
             self._raw_handlers[sid](subject, reply, data, header)
             return
         self.calls.append(("msg", sid, subject, reply, data, header))
+        await asyncio.sleep(0)  # a real client may yield here
 
     async def _process_info(self, info: dict[str, Any]) -> None:
         self.calls.append(("info", json.dumps(info, sort_keys=True)))
@@ -102,7 +106,22 @@ def feed(parser_type: type[Parser], chunks: list[bytes]) -> list[tuple[Any, ...]
 
     asyncio.run(run())
     assert not parser.buf, "everything consumed"
+    raw = [c for c in client.calls if c[0] == "msg" and c[1] == RAW_SID]
+    assert client.stats == {"in_msgs": len(raw), "in_bytes": sum(len(c[4]) for c in raw)}
     return client.calls
+
+
+def outcome(parser_type: type[Parser], data: bytes, client: Recorder | None = None) -> Any:
+    """Calls, the error if any, and the parser's state afterwards."""
+    client = client or Recorder()
+    parser = parser_type(client)
+    client.parser = parser
+    try:
+        asyncio.run(parser.parse(data))
+        error = None
+    except Exception as exc:
+        error = type(exc)
+    return client.calls, error, bytes(parser.buf), parser.state, parser.needed
 
 
 def cuts(data: bytes, size: int) -> list[bytes]:
@@ -159,3 +178,70 @@ def test_a_malformed_message_line_is_a_protocol_error() -> None:
         feed(FastParser, [b"MSG only.subject\r\n"])
     with pytest.raises(ProtocolError):
         feed(FastParser, [b"HMSG s 7 x 5\r\n"])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"MSG a 7 +5\r\nhello\r\n",
+        b"MSG a 7 1_0\r\n0123456789\r\n",
+        b"MSG a -7 5\r\nhello\r\n",
+        b"MSG a 7 5 \r\nhello\r\n",
+        b"MSG a 7 5\r\r\nhello\r\n",
+        b"HMSG a 7 9 5\r\nNATS/1.0\r\n\r\n\r\n",
+        b"MSG a 7 r x 5\r\nhello\r\n",
+        b"MSG  a 7 5\r\nhello\r\nMSG a 7 2\r\nhi\r\n",
+    ],
+    ids=[
+        "plus",
+        "underscore",
+        "negative-sid",
+        "trailing-space",
+        "cr-cr-lf",
+        "header-too-big",
+        "six-fields",
+        "double-space",
+    ],
+)
+def test_unusual_lines_get_nats_pys_judgement(data: bytes) -> None:
+    assert outcome(FastParser, data) == outcome(Parser, data)
+
+
+class Resetting(Recorder):
+    """Resets the parser while handling a frame of another subscription, as a
+    reconnect does; frames after that must not be delivered."""
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, header: bytes | None
+    ) -> None:
+        await super()._process_msg(sid, subject, reply, data, header)
+        if sid == OTHER_SID:
+            assert self.parser is not None
+            self.parser.reset()
+
+
+class Raising(Recorder):
+    """A raw handler that fails on its second frame."""
+
+    def _raw(self, subject: bytes, reply: bytes, data: bytes, header: bytes | None) -> None:
+        super()._raw(subject, reply, data, header)
+        if sum(1 for c in self.calls if c[1] == RAW_SID) == 2:
+            raise RuntimeError("handler failed")
+
+
+@pytest.mark.parametrize("client_type", [Resetting, Raising])
+def test_a_reset_or_a_failing_handler_leaves_the_same_state(client_type: type[Recorder]) -> None:
+    data = b"".join(
+        [
+            msg("a", RAW_SID, b"1"),
+            msg("b", OTHER_SID, b"2"),
+            msg("c", RAW_SID, b"3"),
+            msg("d", RAW_SID, b"4"),
+        ]
+    )
+    fast = outcome(FastParser, data, client_type())
+    assert fast == outcome(Parser, data, client_type())
+    calls, error, *_ = fast
+    # Nothing after the reset (at b) or the failure (at c).
+    assert [c[2] for c in calls] == ([b"a", b"b", b"c"] if error else [b"a", b"b"])
+    assert error is (RuntimeError if client_type is Raising else None)

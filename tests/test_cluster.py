@@ -73,7 +73,10 @@ async def _until_the_api_answers(url: str) -> None:
     async with nats_client(url) as nc:
         for _ in range(60):
             try:
-                await nc.request("$JS.API.STREAM.LIST", b"{}", timeout=1)
-                return
+                reply = await nc.request("$JS.API.STREAM.LIST", b"{}", timeout=1)
             except nats.errors.TimeoutError:
                 continue
+            if "error" not in json.loads(reply.data):
+                return
+            await asyncio.sleep(0.5)  # e.g. 503 while there is no meta leader
+    raise AssertionError("the JetStream API did not answer after the node stopped")

@@ -267,25 +267,37 @@ def test_dockerfile_copies_what_the_package_build_needs() -> None:
         assert not any(fnmatch(source, pattern) for pattern in ignored), source
 
 
+def _dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker reads it: from the context root, ``*`` and
+    ``?`` within one path segment, ``**`` across any number of them."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
 def dockerignored(relative: str) -> bool:
-    """Whether .dockerignore keeps a context path (relative to the root) out. Docker
-    matches each pattern against the whole path from the root; ``**`` spans any number
-    of directories; an excluded directory takes its contents with it."""
+    """Whether .dockerignore keeps a context path (relative to the root) out; an
+    excluded directory takes its contents with it."""
     patterns = [
         p.strip()
         for p in (ROOT / ".dockerignore").read_text().splitlines()
         if p.strip() and not p.startswith("#")
     ]
+    assert not any(p.startswith("!") for p in patterns), "exceptions (!) are not emulated"
     parts = relative.split("/")
-    for pattern in patterns:
-        for depth in range(1, len(parts) + 1):
-            head = "/".join(parts[:depth])
-            if fnmatch(head, pattern) or (
-                pattern.startswith("**/")
-                and any(fnmatch("/".join(parts[i:depth]), pattern[3:]) for i in range(depth))
-            ):
-                return True
-    return False
+    heads = ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+    return any(_dockerignore_regex(p).match(h) for p in patterns for h in heads)
 
 
 def docker_copy(args: str, workdir: Path) -> None:
@@ -320,6 +332,7 @@ def test_dockerignore_matches_as_docker_does() -> None:
     assert not dockerignored("archiver/cli.py") and not dockerignored("pyproject.toml")
     assert not dockerignored("archiver/tests_helpers.py")  # "tests" is matched from the root
     assert dockerignored("nats.creds") and dockerignored("deep/er/user.creds")
+    assert dockerignored("x.egg-info") and not dockerignored("sub/x.egg-info")  # root only
 
 
 def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> None:

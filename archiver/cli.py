@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from archiver.config import Settings
-    from archiver.status import StreamStatus
+    from archiver.delivery import MetricsTarget
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -148,19 +147,9 @@ def metrics_options(func: F) -> F:
     )(func)
 
 
-@dataclass(frozen=True)
-class MetricsTarget:
-    """Where a command's metrics go (the metrics options)."""
-
-    pushgateway: str | None
-    textfile: Path | None
-    job: str
-
-    def __bool__(self) -> bool:
-        return bool(self.pushgateway or self.textfile)
-
-
 def _metrics_target(params: dict[str, Any]) -> MetricsTarget:
+    from archiver.delivery import MetricsTarget
+
     return MetricsTarget(
         params.pop("pushgateway"), params.pop("metrics_file"), params.pop("metrics_job")
     )
@@ -284,18 +273,6 @@ def _return_memory_promptly() -> None:
         logging.getLogger(__name__).debug("pyarrow built without jemalloc; default pool")
 
 
-async def _status_after_run(settings: Settings) -> list[StreamStatus]:
-    """Behind/expiry figures for the run's metrics. The run's own figures and summary
-    matter more: if NATS or S3 fails now, they go out without these."""
-    from archiver.status import status as get_status
-
-    try:
-        return await get_status(settings, skip_unavailable=True)
-    except ArchiverError as exc:
-        logging.getLogger("archiver.cli").warning("no behind/expiry metrics this run: %s", exc)
-        return []
-
-
 def _deliver(
     registry: CollectorRegistry,
     command: str,
@@ -304,43 +281,16 @@ def _deliver(
     code: int,
     prune: bool = True,
 ) -> int:
-    """Export a command's metrics after its work is done and reported. A failure is one
-    line, and the exit code becomes 1 unless the command earned a worse one (3).
-    ``prune``: also drop the Pushgateway groups of streams deleted from the server."""
-    from archiver.metrics import export
+    """Metrics go out after the command's work and summary: a failure is one line, and
+    the exit code becomes 1 unless the command earned a worse one (3)."""
+    from archiver.delivery import deliver
 
     try:
-        export(registry, command, target.pushgateway, target.textfile, target.job)
-        if target.pushgateway and prune:
-            # asyncio.run, not _run: _run would exit on an error with its own code.
-            asyncio.run(_prune_metrics(settings, target.pushgateway, target.job, command))
+        deliver(registry, command, settings, target, prune)
     except ArchiverError as exc:
         _say(exc)
         return max(code, exc.exit_code)
     return code
-
-
-async def _prune_metrics(settings: Settings, pushgateway: str, job: str, command: str) -> None:
-    """Drop the Pushgateway groups of streams deleted from the server. The groups are
-    listed first: a stream created and pushed meanwhile is then on the server's list."""
-    from archiver.metrics import delete_streams, pushed_streams
-    from archiver.natsconn import connect
-    from archiver.streams import list_all_streams
-
-    pushed = await asyncio.to_thread(pushed_streams, pushgateway, job, command)
-    if not pushed:
-        return
-    nc = await connect(settings.nats)
-    try:
-        listing = await list_all_streams(nc)
-    finally:
-        await nc.close()
-    gone = pushed - {i.name for i in listing.infos} - set(listing.unavailable)
-    if gone:
-        await asyncio.to_thread(delete_streams, pushgateway, job, command, gone)
-        logging.getLogger("archiver.cli").warning(
-            "removed the metrics of deleted streams: %s", ", ".join(sorted(gone))
-        )
 
 
 @main.command()
@@ -384,10 +334,11 @@ def run(as_json: bool, **params: Any) -> None:
     if metrics:
         from dataclasses import replace
 
+        from archiver.delivery import status_after_run
         from archiver.metrics import run_metrics
 
         done = tuple(r.stream for r in results if not r.skipped)
-        statuses = _run(_status_after_run(replace(settings, streams=done))) if done else []
+        statuses = _run(status_after_run(replace(settings, streams=done))) if done else []
         code = _deliver(run_metrics(results, statuses), "run", settings, metrics, code)
     sys.exit(code)
 

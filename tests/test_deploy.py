@@ -342,7 +342,8 @@ def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> N
     build: the virtualenv also sees this environment's packages (a .pth file), so that
     pip finds the dependencies installed instead of downloading them again; only the
     build backend comes from the package index, as in the image. Then the runtime stage's
-    environment runs the installed ``archiver``."""
+    environment runs the installed ``archiver``: its help, and a real archive run that
+    writes nothing outside the CronJobs' writable mounts (/tmp, /scratch)."""
     build = dockerfile_stages()[0]
     image_root = tmp_path / "image"
     env = clean_env()
@@ -413,6 +414,60 @@ def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> N
         check=False,
     )
     assert shown.returncode == 0 and "--spool-dir" in shown.stdout, shown.stderr
+    # A real archive run writes only where the CronJobs mount volumes (/tmp, /scratch):
+    # on a read-only root filesystem nothing else is writable.
+    before = _tree(image_root, skip={"tmp", "scratch"})
+    assert any(name.endswith("archiver/cli.py") for name in before)
+    server = NatsServer(binary_for("newest"), tmp_path / "nats-store")
+    (tmp_path / "nats-store").mkdir()
+    server.start()
+    try:
+        asyncio.run(_one_stream_with_messages(server.url))
+        archived = subprocess.run(
+            [
+                "archiver",
+                "run",
+                "-v",
+                "--nats-url",
+                server.url,
+                "--json",
+                "--store",
+                str(Path(runtime_env["ARCHIVER_SPOOL_DIR"]) / "archive"),
+            ],
+            env=runtime_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    finally:
+        server.stop()
+    assert archived.returncode == 0, archived.stderr
+    assert json.loads(archived.stdout)[0]["messages"] == 20
+    assert _tree(image_root, skip={"tmp", "scratch"}) == before
+
+
+def _tree(root: Path, skip: set[str]) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` (but the top-level ``skip`` folders): size and mtime."""
+    found = {}
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if relative.parts[0] in skip or not path.is_file():
+            continue
+        stat = path.stat()
+        found[str(relative)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+async def _one_stream_with_messages(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="AUTH", subjects=["auth.>"])
+        for i in range(20):
+            await js.publish(f"auth.user.{i}", b"{}")
+    finally:
+        await nc.close()
 
 
 def _pyproject() -> dict[str, Any]:

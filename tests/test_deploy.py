@@ -32,7 +32,9 @@ import nats
 import nats.errors
 import pytest
 import yaml
+from helpers import publish
 from natsserver import NatsServer, binary_for
+from test_archive import add_streams
 
 from archiver.cli import main as archiver_cli
 from archiver.config import load_policy
@@ -422,7 +424,8 @@ def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> N
     (tmp_path / "nats-store").mkdir()
     server.start()
     try:
-        asyncio.run(_one_stream_with_messages(server.url))
+        asyncio.run(add_streams(server.url, {"AUTH": "auth.>"}))
+        asyncio.run(publish(server.url, "AUTH", [f"auth.user.{i}" for i in range(20)]))
         archived = subprocess.run(
             [
                 "archiver",
@@ -457,17 +460,6 @@ def _tree(root: Path, skip: set[str]) -> dict[str, tuple[int, int]]:
         stat = path.stat()
         found[str(relative)] = (stat.st_size, stat.st_mtime_ns)
     return found
-
-
-async def _one_stream_with_messages(url: str) -> None:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await js.add_stream(name="AUTH", subjects=["auth.>"])
-        for i in range(20):
-            await js.publish(f"auth.user.{i}", b"{}")
-    finally:
-        await nc.close()
 
 
 def _pyproject() -> dict[str, Any]:

@@ -21,7 +21,7 @@ from archiver.selection import Selection, iter_rows, iter_selected
 from archiver.source import reader_for
 from archiver.store import Store, open_store
 from archiver.streams import stream_info
-from archiver.verify import Finding, StreamReport
+from archiver.verify import StreamReport
 
 COLUMNS = ["seq", "subject", "time_ns", "raw_headers", "data"]
 Row = tuple[int, str, int, bytes | None, bytes]
@@ -45,9 +45,7 @@ class _Ranges:
     def close(self) -> None:
         if self.open:
             a, b, kind, detail = self.open
-            self.report.findings.append(
-                Finding(self.report.stream, self.report.generation, kind, a, b, None, detail)
-            )
+            self.report.add(kind, a, b, None, detail)
             self.open = None
 
 

@@ -73,6 +73,14 @@ class StreamReport:
     def ok(self) -> bool:
         return not any(f.kind in PROBLEMS for f in self.findings)
 
+    def add(
+        self, kind: str, first_seq: int, last_seq: int, key: str | None = None, detail: str = ""
+    ) -> None:
+        """Record a finding of this stream and generation."""
+        self.findings.append(
+            Finding(self.stream, self.generation, kind, first_seq, last_seq, key, detail)
+        )
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for f in self.findings:
@@ -261,22 +269,12 @@ def verify_generation(
         if gaps is None:
             name = layout.parse_gap_key(key)
             assert name is not None
-            report.findings.append(
-                Finding(
-                    stream,
-                    generation,
-                    "damaged",
-                    name.first_seq,
-                    name.last_seq,
-                    key,
-                    "unreadable gap record",
-                )
-            )
+            report.add("damaged", name.first_seq, name.last_seq, key, "unreadable gap record")
             continue
         spans += [(g.first_seq, g.last_seq, str(g.kind), key, "gap record") for g in gaps]
         recorded += [(g, key) for g in gaps]
     _tile(report, spans, catalog.archived_through(store, stream, generation))
-    report.findings += _records_over_rows(report, held, recorded)
+    _records_over_rows(report, held, recorded)
     if retention_s is not None:
         runs = catalog.run_records(store, stream, generation)
         _retire_expired_head(report, runs, retention_s, now or datetime.now(UTC))
@@ -311,12 +309,11 @@ def _retire_expired_head(
 
 def _records_over_rows(
     report: StreamReport, held: list[tuple[int, int, str]], recorded: list[tuple[Gap, str]]
-) -> list[Finding]:
+) -> None:
     """A gap record that says a seq was never archived while a file holds its row: one
     of the two is wrong (a record written for the wrong range, a file from elsewhere)."""
     held.sort()
     starts = [a for a, _, _ in held]
-    found = []
     for gap, key in recorded:
         # Held ranges do not overlap each other unless files do (reported as overlap),
         # so the ones that can meet this gap start before its end.
@@ -326,19 +323,14 @@ def _records_over_rows(
             if b < gap.first_seq:
                 break
             if a <= gap.last_seq:
-                found.append(
-                    Finding(
-                        report.stream,
-                        report.generation,
-                        "overlap",
-                        max(a, gap.first_seq),
-                        min(b, gap.last_seq),
-                        key,
-                        f"gap record says {gap.kind}, but {file_key} holds these seqs",
-                    )
+                report.add(
+                    "overlap",
+                    max(a, gap.first_seq),
+                    min(b, gap.last_seq),
+                    key,
+                    f"gap record says {gap.kind}, but {file_key} holds these seqs",
                 )
             i -= 1
-    return found
 
 
 def _tile(
@@ -351,51 +343,19 @@ def _tile(
     last_file_key: str | None = None
     for first, last, kind, key, detail in sorted(spans, key=lambda s: (s[0], s[1])):
         if first > expected:
-            report.findings.append(
-                Finding(
-                    report.stream,
-                    report.generation,
-                    "missing",
-                    expected,
-                    first - 1,
-                    None,
-                    "in no file and no gap record",
-                )
-            )
+            report.add("missing", expected, first - 1, None, "in no file and no gap record")
         if kind == "file":
             if first <= files_end:
-                report.findings.append(
-                    Finding(
-                        report.stream,
-                        report.generation,
-                        "overlap",
-                        first,
-                        min(last, files_end),
-                        key,
-                        f"also in {last_file_key}",
-                    )
-                )
+                report.add("overlap", first, min(last, files_end), key, f"also in {last_file_key}")
             files_end = max(files_end, last)
             last_file_key = key
             report.first_seq = report.first_seq or first
             report.last_seq = max(report.last_seq, last)
         else:
-            report.findings.append(
-                Finding(report.stream, report.generation, kind, first, last, key, detail)
-            )
+            report.add(kind, first, last, key, detail)
         expected = max(expected, last + 1)
     if expected <= end:
-        report.findings.append(
-            Finding(
-                report.stream,
-                report.generation,
-                "missing",
-                expected,
-                end,
-                None,
-                "archived by a finished run, now in no file",
-            )
-        )
+        report.add("missing", expected, end, None, "archived by a finished run, now in no file")
 
 
 def verify(settings: Settings, streams: tuple[str, ...]) -> list[StreamReport]:
@@ -418,7 +378,7 @@ def verify(settings: Settings, streams: tuple[str, ...]) -> list[StreamReport]:
         )
         if not generations:
             report = StreamReport(stream, "")
-            report.findings.append(Finding(stream, "", "missing", 1, 1, None, "no files at all"))
+            report.add("missing", 1, 1, None, "no files at all")
             reports.append(report)
         for generation in generations:
             mine = [f for f in files if f.name.generation == generation]

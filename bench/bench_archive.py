@@ -66,20 +66,6 @@ from natsserver import NatsServer, newest_binary
 
 STALL_TIMEOUT = 30.0
 
-# Keep boto3 (ours and the archiver's) on the local SeaweedFS credentials only.
-_AWS_ISOLATION = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_DEFAULT_REGION",
-)
-
 
 # ------------------------------------------------------------------------- raw limit
 
@@ -218,7 +204,7 @@ class S3Targets:
     """A local SeaweedFS; each run gets a fresh prefix of its bucket."""
 
     def __init__(self, scratch: Path) -> None:
-        from s3server import SeaweedS3
+        from s3server import AWS_ISOLATION, SeaweedS3
 
         self.kind = "s3"
         self.scratch = scratch
@@ -227,7 +213,7 @@ class S3Targets:
         self.server.start()
         self.client = self.server.client()
         # Removed, not emptied: boto3 takes AWS_PROFILE="" as a profile named "".
-        self.env: dict[str, str | None] = dict.fromkeys(_AWS_ISOLATION)
+        self.env: dict[str, str | None] = dict.fromkeys(AWS_ISOLATION)
         self.env.update(
             {
                 "AWS_CONFIG_FILE": os.devnull,

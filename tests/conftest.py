@@ -11,27 +11,11 @@ from typing import Any
 
 import pytest
 from natsserver import NatsServer, binary_for
-from s3server import FaultProxy, SeaweedS3, find_weed
+from s3server import AWS_ISOLATION, FaultProxy, SeaweedS3, find_weed
 
 from archiver.store import Store, open_store
 from archiver.store.open import S3Options
 from archiver.store.s3 import S3Store
-
-# Anything that could make boto3 find credentials or settings other than the test's.
-_AWS_ISOLATION = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_MAX_ATTEMPTS",
-    "AWS_RETRY_MODE",
-    "AWS_DEFAULT_REGION",
-)
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +34,7 @@ def s3_server() -> Iterator[SeaweedS3]:
 @pytest.fixture
 def s3_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
     """Point the standard AWS credential chain at the test server, and only at it."""
-    for name in _AWS_ISOLATION:
+    for name in AWS_ISOLATION:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)

@@ -38,6 +38,7 @@ from test_archive import add_streams
 
 from archiver.cli import main as archiver_cli
 from archiver.config import load_policy
+from archiver.demo import STREAMS as DESIGN_STREAMS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -828,11 +829,7 @@ def test_iam_policies_cover_exactly_the_calls_the_code_makes() -> None:
 # -- NATS permissions on a real server -----------------------------------------------------
 
 STREAMS = {
-    "AUTH": "auth.>",
-    "COMPUTE": "compute.>",
-    "GATEWAY": "gateway.>",
-    "SFS": "sfs.>",
-    "NOTIFICATIONS": "notify.>",
+    **DESIGN_STREAMS,  # the five streams of the design, as the demo fills them
     "RESTORE": "restore.>",  # the restore stream an admin creates for replays
 }
 PUBLISHED = {"AUTH": 7, "SFS": 3}

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from archiver.cutter import FileLimits
+from archiver.archive.cutter import FileLimits
 from archiver.errors import UsageError
-from archiver.natsconn import NatsOptions
+from archiver.nats.conn import NatsOptions
 from archiver.store.open import S3Options
 from archiver.timefmt import parse_duration
 

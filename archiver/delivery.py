@@ -10,12 +10,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from archiver.archive.status import StreamStatus, status
 from archiver.config import Settings
 from archiver.errors import ArchiverError
 from archiver.metrics import delete_streams, export, pushed_streams
-from archiver.natsconn import connect
-from archiver.status import StreamStatus, status
-from archiver.streams import list_all_streams
+from archiver.nats.api import list_all_streams
+from archiver.nats.conn import connect
 
 log = logging.getLogger(__name__)
 

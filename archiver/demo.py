@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from archiver.archive.cutter import FileLimits
 from archiver.config import Settings
-from archiver.cutter import FileLimits
 from archiver.errors import ArchiverError
-from archiver.natsconn import NatsOptions, connect
+from archiver.nats.conn import NatsOptions, connect
 from archiver.store.open import S3Options
 
 STREAMS = {
@@ -105,8 +105,8 @@ async def _fill(url: str, messages: int, say: Callable[[str], None]) -> None:
 
 async def run_demo(workdir: Path, messages: int, say: Callable[[str], None]) -> int:
     """Run the demo; returns the exit code."""
-    from archiver.archive import run as archive_run
-    from archiver.status import status
+    from archiver.archive.run import run as archive_run
+    from archiver.archive.status import status
 
     archive_dir = (workdir / "archive").resolve()
     port = _free_port()
@@ -158,8 +158,9 @@ async def run_demo(workdir: Path, messages: int, say: Callable[[str], None]) -> 
 async def _replay_step(url: str, settings: Settings, say: Callable[[str], None]) -> None:
     """Replay yesterday's-incident style: one kind of event, into a scratch stream."""
     from archiver.replay import ReplayOptions, replay
-    from archiver.selection import Selection
-    from archiver.subjects import SubjectFilter, SubjectMapper
+    from archiver.replay.mapping import SubjectMapper
+    from archiver.replay.selection import Selection
+    from archiver.replay.subjects import SubjectFilter
 
     nc = await connect(NatsOptions(url=url))
     try:
@@ -185,8 +186,8 @@ async def _replay_step(url: str, settings: Settings, say: Callable[[str], None])
 
 async def _prove_step(settings: Settings, say: Callable[[str], None]) -> None:
     """verify the whole archive, then a short drill of one stream."""
-    from archiver.drill import drill
-    from archiver.verify import verify
+    from archiver.proof.drill import drill
+    from archiver.proof.verify import verify
 
     reports = await asyncio.to_thread(verify, settings, ())
     whole = all(r.ok for r in reports)

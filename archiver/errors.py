@@ -51,3 +51,7 @@ class DataAtRisk(ArchiverError):
     """Data is lost or inconsistent: the archive cannot vouch for it."""
 
     exit_code = 3
+
+
+class DataFileCorrupt(DataAtRisk):
+    """A data file is damaged, truncated, or not Parquet at all."""

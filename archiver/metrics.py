@@ -54,9 +54,9 @@ from prometheus_client.samples import Sample
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
-    from archiver.archive import StreamResult
-    from archiver.drill import DrillReport
-    from archiver.status import StreamStatus
+    from archiver.archive.run import StreamResult
+    from archiver.archive.status import StreamStatus
+    from archiver.proof.drill import DrillReport
 
 P = "nats_archiver_"
 JOB = "nats-archiver"

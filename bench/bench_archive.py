@@ -396,7 +396,7 @@ def waiting_time(stats: pstats.Stats) -> float:
 
 def run_profiled(url: str, target: Target, out_path: Path) -> tuple[dict[str, Any], str]:
     """One archiver pass in this process under cProfile; returns figures and a report."""
-    from archiver.archive import run
+    from archiver.archive.run import run
     from archiver.config import resolve
 
     for name, value in target.env.items():

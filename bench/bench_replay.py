@@ -337,8 +337,8 @@ def run_profiled(url: str, store_url: str, out_path: Path) -> tuple[dict[str, An
     """One replay in this process under cProfile (into a fresh RESTORE); a report."""
     from archiver.config import resolve
     from archiver.replay import ReplayOptions, replay
-    from archiver.selection import Selection
-    from archiver.subjects import SubjectMapper
+    from archiver.replay.mapping import SubjectMapper
+    from archiver.replay.selection import Selection
 
     settings = resolve({"nats_url": url, "store": store_url})
     opts = ReplayOptions(selection=Selection(STREAM), mapper=SubjectMapper.prefix(RESTORE_PREFIX))

@@ -19,7 +19,7 @@
    hive_partitioning=true)``, which decompresses the payload column fully as verify
    must. Once with DuckDB's default threads, once with ``SET threads=1``. Its answer
    must match the fill.
-5. ``archiver.verify.verify`` in this process, timed, for its own seconds without
+5. ``archiver.proof.verify.verify`` in this process, timed, for its own seconds without
    start-up (after the children of each round: nothing is spawned from this process
    while it holds the Arrow memory of a verify): once with the memory pool the CLI sets
    up (jemalloc returning freed pages at once), once with Arrow's default pool, each
@@ -29,7 +29,7 @@
 6. Prints a table (``--json``: one JSON document on stdout) and writes
    ``bench/results/verify-<timestamp>.json``.
 
-``--profile`` adds a cProfile of ``archiver.verify.verify`` in-process on the small
+``--profile`` adds a cProfile of ``archiver.proof.verify.verify`` in-process on the small
 archive and prints where the time goes. See bench/README.md.
 """
 
@@ -226,7 +226,7 @@ def use_pool(kind: str) -> str:
     """
     import pyarrow as pa
 
-    from archiver.cli import _return_memory_promptly
+    from archiver.cli.commands import _return_memory_promptly
 
     arrow = arrow_default_pool()
     if kind == "cli":
@@ -237,10 +237,10 @@ def use_pool(kind: str) -> str:
 
 
 def verify_in_process(archive: dict[str, Any], pool: str) -> dict[str, Any]:
-    """``archiver.verify.verify`` in this process: its own seconds, without start-up, and
+    """``archiver.proof.verify.verify`` in this process: its own seconds, without start-up, and
     the minor page faults it took (memory handed back and touched again)."""
     from archiver.config import resolve
-    from archiver.verify import verify
+    from archiver.proof.verify import verify
 
     pool_name = use_pool(pool)
     settings = resolve({"store": archive["root"]})
@@ -263,9 +263,9 @@ def verify_in_process(archive: dict[str, Any], pool: str) -> dict[str, Any]:
 
 
 def profile_verify(archive: dict[str, Any], out_path: Path) -> tuple[dict[str, Any], str]:
-    """cProfile of ``archiver.verify.verify`` in-process; figures and a printed report."""
+    """cProfile of ``archiver.proof.verify.verify`` in-process; figures and a printed report."""
     from archiver.config import resolve
-    from archiver.verify import verify
+    from archiver.proof.verify import verify
 
     use_pool("cli")
     settings = resolve({"store": archive["root"]})
@@ -370,7 +370,7 @@ def measure(
             say(f"  {runs[key][-1]['wall_s']:.2f} s (query {runs[key][-1]['query_s']:.2f} s)")
         # Last: after them this process holds Arrow memory, which no child may inherit.
         for key, pool in (("own", "cli"), ("own_arrow", "arrow")):
-            say(f"archiver.verify.verify in-process, {pool} memory pool{tag} ...")
+            say(f"archiver.proof.verify.verify in-process, {pool} memory pool{tag} ...")
             runs[key].append(verify_in_process(big, pool))
             say(f"  {runs[key][-1]['seconds']:.2f} s, {runs[key][-1]['minor_faults']:,} faults")
     v, vs, up, own, own_arrow = (
@@ -493,7 +493,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also cProfile archiver.verify.verify in-process on the small archive",
+        help="also cProfile archiver.proof.verify.verify in-process on the small archive",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (server store, archives)"

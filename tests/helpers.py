@@ -14,9 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver.archive.cutter import FileLimits
 from archiver.config import Settings
-from archiver.cutter import FileLimits
-from archiver.natsconn import NatsOptions, RawClient, connect
+from archiver.nats.conn import NatsOptions, RawClient, connect
 from archiver.store import Store
 from archiver.store.open import S3Options
 
@@ -44,7 +44,7 @@ def settings(nats_url: str, store_url: str, **overrides: Any) -> Settings:
 
 def read_archive(store: Store, tmp: Path, stream: str | None = None) -> pa.Table:
     """Every row of every data file (of one stream), downloaded and read with pyarrow."""
-    from archiver import layout
+    from archiver.format import layout
 
     tables = []
     prefix = layout.stream_prefix(stream) if stream else ""
@@ -60,7 +60,7 @@ def read_archive(store: Store, tmp: Path, stream: str | None = None) -> pa.Table
 
 
 def data_keys(store: Store, stream: str | None = None) -> list[str]:
-    from archiver import layout
+    from archiver.format import layout
 
     prefix = layout.stream_prefix(stream) if stream else ""
     return [o.key for o in store.list(prefix) if layout.parse_data_key(o.key)]

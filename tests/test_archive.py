@@ -12,12 +12,12 @@ from helpers import data_keys, nats_client, publish, read_archive, settings
 from natsserver import NatsServer
 from rawpub import RawPublisher
 
-from archiver import layout
-from archiver.archive import run
-from archiver.gaps import GapKind, decode_record
-from archiver.status import State, status
+from archiver.archive.run import run
+from archiver.archive.status import State, status
+from archiver.format import layout
+from archiver.format.gaps import GapKind, decode_record
+from archiver.nats.api import get_message, stream_info
 from archiver.store import Store
-from archiver.streams import get_message, stream_info
 
 FIVE = {
     "AUTH": "auth.>",
@@ -153,7 +153,7 @@ def test_second_run_writes_nothing_and_new_messages_go_to_new_files(
 
 
 def test_files_are_cut_at_the_row_limit(nats: NatsServer, tmp_path: Path) -> None:
-    from archiver.cutter import FileLimits
+    from archiver.archive.cutter import FileLimits
     from archiver.store import open_store
 
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archiver.clidoc import END, START, render
+from archiver.cli.reference import END, START, render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -13,4 +13,4 @@ def test_readme_cli_reference_matches_help() -> None:
     text = README.read_text()
     assert START in text and END in text
     section = text.split(START, 1)[1].split(END, 1)[0].strip()
-    assert section == render().strip(), "run: python -m archiver.clidoc README.md"
+    assert section == render().strip(), "run: python -m archiver.cli.reference README.md"

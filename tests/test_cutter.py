@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from archiver import layout
-from archiver.cutter import Cutter, FileLimits
-from archiver.gaps import Gap, GapKind, decode_record
-from archiver.records import Batch
+from archiver.archive.cutter import Cutter, FileLimits
+from archiver.format import layout
+from archiver.format.batch import Batch
+from archiver.format.gaps import Gap, GapKind, decode_record
 from archiver.store.memory import MemoryStore
 
 MIDNIGHT_NS = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) * 1_000_000_000

@@ -11,10 +11,10 @@ from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import add_streams
 
-from archiver.archive import run
-from archiver.cutter import FileLimits
+from archiver.archive.cutter import FileLimits
+from archiver.archive.run import run
+from archiver.nats.api import list_streams
 from archiver.store import open_store
-from archiver.streams import list_streams
 
 
 def stream_names(url: str) -> list[str]:

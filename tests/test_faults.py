@@ -11,9 +11,9 @@ from natsserver import NatsServer
 from s3server import FaultProxy
 from test_archive import add_streams
 
-from archiver.archive import run
-from archiver.cutter import FileLimits
-from archiver.lease import LeaseHeld, LeaseLost, Leases
+from archiver.archive.cutter import FileLimits
+from archiver.archive.lease import LeaseHeld, LeaseLost, Leases
+from archiver.archive.run import run
 from archiver.store.open import S3Options
 from archiver.store.s3 import S3Store
 
@@ -122,9 +122,9 @@ def test_a_failing_reader_ends_the_run_with_an_error(
     stream: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not a hang: the CronJob's Forbid policy would block every later run."""
-    import archiver.archive as archive_module
+    import archiver.archive.run as archive_module
     from archiver.errors import SourceError
-    from archiver.records import Batch
+    from archiver.format.batch import Batch
 
     class Broken:
         async def batches(self):  # type: ignore[no-untyped-def]

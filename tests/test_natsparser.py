@@ -12,7 +12,7 @@ import pytest
 from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
-from archiver.natsparser import FastParser
+from archiver.nats.parser import FastParser
 
 RAW_SID, OTHER_SID = 7, 9
 

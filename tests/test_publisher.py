@@ -11,9 +11,9 @@ import pytest
 from natsserver import NatsServer
 
 from archiver.errors import SourceError
-from archiver.natsconn import NatsOptions, RawClient, connect
-from archiver.publisher import JsPublisher
-from archiver.streams import get_message, stream_info
+from archiver.nats.api import get_message, stream_info
+from archiver.nats.conn import NatsOptions, RawClient, connect
+from archiver.nats.publisher import JsPublisher
 
 Acked = list[tuple[int, str, int, bool]]
 

@@ -17,9 +17,9 @@ from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import add_streams
 
-from archiver.archive import run
-from archiver.replay_headers import message_id, replay_block
-from archiver.streams import StoredMessage, get_message, stream_info
+from archiver.archive.run import run
+from archiver.nats.api import StoredMessage, get_message, stream_info
+from archiver.replay.headers import message_id, replay_block
 
 
 def reserved_block(i: int) -> bytes:
@@ -395,9 +395,10 @@ def test_kv_delete_markers_only_with_the_flag(nats: NatsServer, tmp_path: Path) 
 
 
 def test_replay_identity_survives_a_server_restart_but_not_a_new_target() -> None:
-    from archiver.replay import ReplayOptions, replay_id
-    from archiver.selection import Selection
-    from archiver.streams import StreamInfo
+    from archiver.nats.api import StreamInfo
+    from archiver.replay import ReplayOptions
+    from archiver.replay.checkpoint import replay_id
+    from archiver.replay.selection import Selection
 
     def target(created: int) -> StreamInfo:
         return StreamInfo("RESTORE", {}, created, 1, 10, 10, None, None)

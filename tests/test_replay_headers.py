@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.replay_headers import growth_bound, is_delete_marker, message_id, replay_block
+from archiver.replay.headers import growth_bound, is_delete_marker, message_id, replay_block
 
 
 def test_block_keeps_lines_renames_reserved_and_puts_our_id_first() -> None:

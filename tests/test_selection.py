@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from archiver.cutter import Cutter, FileLimits
-from archiver.records import Batch
-from archiver.selection import Selection, iter_selected, select_files
+from archiver.archive.cutter import Cutter, FileLimits
+from archiver.format.batch import Batch
+from archiver.replay.selection import Selection, iter_selected, select_files
+from archiver.replay.subjects import SubjectFilter
 from archiver.store.memory import MemoryStore
-from archiver.subjects import SubjectFilter
 
 T0 = 1_780_000_000 * 1_000_000_000  # a whole day after midnight, far from a day change
 GEN = "20260101T000000000000Z"

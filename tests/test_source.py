@@ -9,11 +9,11 @@ from helpers import nats_client, publish
 from natsserver import NatsServer
 from test_archive import add_streams, delete_msgs
 
-from archiver.natsconn import RawClient
-from archiver.natsparser import RawHandler
-from archiver.records import Batch
-from archiver.source import ConsumerReader
-from archiver.streams import list_streams
+from archiver.format.batch import Batch
+from archiver.nats.api import list_streams
+from archiver.nats.conn import RawClient
+from archiver.nats.parser import RawHandler
+from archiver.nats.reader import ConsumerReader
 
 
 async def read_all(reader: ConsumerReader) -> Batch:

@@ -7,13 +7,8 @@ import pyarrow.compute as pc
 import pytest
 
 from archiver.errors import UsageError
-from archiver.subjects import (
-    SubjectFilter,
-    SubjectMapper,
-    captured_by,
-    matches,
-    validate_subject,
-)
+from archiver.replay.mapping import SubjectMapper
+from archiver.replay.subjects import SubjectFilter, captured_by, matches, validate_subject
 
 # ---------------------------------------------------------------------------------------
 # validate_subject

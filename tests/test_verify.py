@@ -15,14 +15,14 @@ from helpers import data_keys, publish, run_cli, settings
 from natsserver import NatsServer
 from test_archive import add_streams, delete_msgs
 
-from archiver import catalog, layout
-from archiver.archive import run
-from archiver.cutter import FileLimits
-from archiver.gaps import Gap, GapKind, encode_record
-from archiver.records import Batch
-from archiver.segment import SegmentWriter
+from archiver.archive.cutter import FileLimits
+from archiver.archive.run import run
+from archiver.format import catalog, layout
+from archiver.format.batch import Batch
+from archiver.format.gaps import Gap, GapKind, encode_record
+from archiver.format.writer import DataFileWriter
+from archiver.proof.verify import verify_generation
 from archiver.store import Store, open_store
-from archiver.verify import verify_generation
 
 N = 1500
 
@@ -62,7 +62,7 @@ def rewrite(store: Store, key: str, tmp_path: Path, change: object) -> None:
     for r in rows:
         batch.append(r["seq"], r["subject"], r["time_ns"], r["raw_headers"], r["data"])
     out = tmp_path / "new.parquet"
-    writer = SegmentWriter(
+    writer = DataFileWriter(
         out,
         stream="AUTH",
         generation=meta[b"archiver.generation"].decode(),
@@ -181,7 +181,7 @@ def test_overlapping_files_are_found(
     for r in rows:
         batch.append(r["seq"], r["subject"], r["time_ns"], r["raw_headers"], r["data"])
     out = tmp_path / "o.parquet"
-    writer = SegmentWriter(
+    writer = DataFileWriter(
         out,
         stream="AUTH",
         generation=n.generation,

@@ -1,0 +1,117 @@
+"""How far behind the archive is, and how long until unarchived messages expire."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+
+import zstandard
+
+from archiver.archive.run import effective_generation, is_selected, select_streams
+from archiver.config import Settings
+from archiver.errors import DataAtRisk
+from archiver.format import catalog, layout
+from archiver.format.gaps import decode_record, lost_count
+from archiver.nats.api import StreamInfo, get_message, list_all_streams
+from archiver.nats.conn import RawClient, connect
+from archiver.store import Store, open_store
+
+
+class State(StrEnum):
+    OK = "ok"
+    AT_RISK = "at-risk"
+    LOST = "lost"
+
+
+@dataclass(slots=True)
+class StreamStatus:
+    stream: str
+    first_seq: int
+    last_seq: int
+    archived_seq: int
+    behind: int
+    oldest_unarchived_age_s: float | None
+    expires_in_s: float | None
+    state: State
+    generation: str
+    lost: int
+    """Messages recorded as expired before archiving, plus any expiring unarchived now."""
+
+    def as_json(self) -> dict[str, object]:
+        out = asdict(self)
+        out["state"] = str(self.state)
+        return out
+
+
+def _recorded_loss(store: Store, stream: str, generation: str) -> int:
+    total = 0
+    for gap in catalog.gap_records(store, stream, generation):
+        if gap.lost:
+            key = layout.gap_key(stream, generation, gap.first_seq, gap.last_seq, lost=True)
+            try:
+                total += lost_count(decode_record(store.get_bytes(key)))
+            except (ValueError, KeyError, zstandard.ZstdError) as exc:
+                raise DataAtRisk(
+                    f"gap record {key} is damaged: {exc}", hint="run archiver verify"
+                ) from exc
+    return total
+
+
+async def stream_status(
+    nc: RawClient, store: Store, info: StreamInfo, margin_s: float
+) -> StreamStatus:
+    generation = await effective_generation(nc, store, info)
+    archived = await asyncio.to_thread(catalog.resume_after, store, info.name, generation)
+    lost = await asyncio.to_thread(_recorded_loss, store, info.name, generation)
+    behind = max(0, info.last_seq - archived)
+    age: float | None = None
+    expires: float | None = None
+    if behind:
+        if archived and archived + 1 < info.first_seq:
+            # Unarchived messages are already gone; the next run records them. (Before a
+            # generation's first run nothing was promised: see GapKind.BEFORE_ARCHIVE.)
+            lost += info.first_seq - (archived + 1)
+        oldest = await get_message(nc, info.name, max(archived + 1, info.first_seq), next_any=True)
+        if oldest is not None:
+            age = max(0.0, time.time() - oldest.time_ns / 1e9)
+            if info.max_age_ns:
+                expires = info.max_age_ns / 1e9 - age
+    if lost:
+        state = State.LOST
+    elif expires is not None and expires < margin_s:
+        state = State.AT_RISK
+    else:
+        state = State.OK
+    return StreamStatus(
+        stream=info.name,
+        first_seq=info.first_seq,
+        last_seq=info.last_seq,
+        archived_seq=archived,
+        behind=behind,
+        oldest_unarchived_age_s=None if age is None else round(age, 3),
+        expires_in_s=None if expires is None else round(expires, 3),
+        state=state,
+        generation=generation,
+        lost=lost,
+    )
+
+
+async def status(settings: Settings, skip_unavailable: bool = False) -> list[StreamStatus]:
+    """Each selected stream's status. A stream the server cannot report on (its node is
+    down) fails the whole call, unless ``skip_unavailable`` (after a run, which has
+    reported those streams already)."""
+    settings.nats.check()
+    store = open_store(settings.store_url, settings.s3)
+    await asyncio.to_thread(store.check)
+    nc = await connect(settings.nats)
+    try:
+        listing = await list_all_streams(nc)
+        unavailable = [n for n in listing.unavailable if is_selected(n, settings)]
+        if not skip_unavailable:
+            replace(listing, unavailable=unavailable).all_available()
+        infos = select_streams(listing.infos, settings, listing.unavailable)
+        return [await stream_status(nc, store, i, settings.at_risk_margin_s) for i in infos]
+    finally:
+        await nc.close()

@@ -1,0 +1,113 @@
+"""The columns of every data file, and how a batch of messages becomes them.
+
+Columns are built straight from a batch's lists; only rows that have a header block
+cost Python work (parsing it for the ``headers`` map)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from archiver.format.batch import Batch, parse_header_block
+
+META_PREFIX = "archiver."
+
+HEADERS_TYPE = pa.map_(pa.string(), pa.list_(pa.string()))
+
+SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.uint64(), nullable=False),
+        pa.field("subject", pa.string(), nullable=False),
+        # Microseconds, not nanoseconds: every engine reads timestamp[us]; time_ns below
+        # keeps the server's exact value.
+        pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("headers", HEADERS_TYPE, nullable=True),
+        pa.field("raw_headers", pa.binary(), nullable=True),
+        pa.field("data", pa.binary(), nullable=False),
+        # Appended last so positional readers of the documented columns are unaffected.
+        pa.field("time_ns", pa.int64(), nullable=False),
+    ]
+)
+"""The columns of every segment, in file order."""
+
+# Statistics only where readers prune by range; stats on data/raw_headers/headers would
+# copy up to two payload prefixes per row group into the footer for nothing.
+STATS_COLUMNS = ["seq", "subject", "time", "time_ns"]
+
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def batch_to_table(batch: Batch) -> Any:
+    """A batch as a ``pa.Table`` with SCHEMA.
+
+    Columns are built straight from the batch's lists; only rows that have a header
+    block cost Python work (parsing it for the ``headers`` map).
+    """
+    raw_headers = pa.array(batch.raw_headers, pa.binary())
+    times_ns = pa.array(batch.times_ns, pa.int64())
+    arrays = {
+        "seq": pa.array(batch.seqs, pa.uint64()),
+        "subject": pa.array(batch.subjects, pa.string()),
+        "time": _micros(times_ns),
+        "headers": _headers_map(batch.raw_headers, raw_headers),
+        "raw_headers": raw_headers,
+        "data": pa.array(batch.datas, pa.binary()),
+        "time_ns": times_ns,
+    }
+    for field in SCHEMA:
+        if not field.nullable and arrays[field.name].null_count:
+            raise ValueError(f"column {field.name} has nulls, which the schema forbids")
+    return pa.Table.from_arrays([arrays[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+def _micros(times_ns: Any) -> Any:
+    """Integer nanoseconds -> timestamp[us, UTC], rounding down like ``ns // 1000``."""
+    # floor_temporal floors (pc.divide would truncate toward zero before 1970); it runs
+    # on a zone-less timestamp because with a zone it converts through local time, ~10x
+    # slower. Tagging the zone afterwards is metadata only.
+    as_ns = times_ns.cast(pa.timestamp("ns"))
+    floored = pc.floor_temporal(as_ns, unit="microsecond")
+    return floored.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _headers_map(raws: list[bytes | None], raw_array: Any) -> Any:
+    """The ``headers`` column: parse only the rows with a block, then scatter them."""
+    n = len(raws)
+    if raw_array.null_count == n:
+        return pa.nulls(n, HEADERS_TYPE)
+    # A block can still parse to None (a bare status line): the map is null there.
+    parsed = pa.array([parse_header_block(raw) for raw in raws if raw is not None], HEADERS_TYPE)
+    # Row i takes parsed[k] where k counts the blocks before it, or null if it has none.
+    has_block = raw_array.is_valid()
+    position = pc.subtract(pc.cumulative_sum(has_block.cast(pa.int64())), 1)
+    index = pc.if_else(has_block, position, pa.scalar(None, pa.int64()))
+    return parsed.take(index)
+
+
+
+def check_schema(schema: Any) -> list[str]:
+    """Problems of ``schema`` against SCHEMA; an empty list when compatible.
+
+    Extra columns are fine (the contract allows adding some). A dictionary-encoded
+    column counts as its value type, and a nullable column where SCHEMA forbids nulls
+    is only a problem that way round.
+    """
+    problems: list[str] = []
+    for expected in SCHEMA:
+        index = schema.get_field_index(expected.name)
+        if index < 0:
+            problems.append(f"missing column {expected.name}")
+            continue
+        actual = schema.field(index)
+        actual_type = actual.type
+        if pa.types.is_dictionary(actual_type):
+            actual_type = actual_type.value_type
+        if not actual_type.equals(expected.type):
+            problems.append(f"column {expected.name} is {actual_type}, expected {expected.type}")
+        if actual.nullable and not expected.nullable:
+            problems.append(f"column {expected.name} allows nulls, expected not null")
+    return problems

@@ -1,0 +1,302 @@
+"""Reads one stream, read-only, from a start sequence up to a fixed end sequence.
+
+Two readers with one shape (``async for batch in reader.batches()``):
+
+- ``ConsumerReader`` for limits streams: an ephemeral, in-memory, AckNone pull
+  consumer, so nothing is acked away or pinned. Frames arrive unparsed (see
+  ``RawClient``): the stream sequence, consumer sequence, stored time in nanoseconds and
+  pending count come from the reply subject, the header block is kept byte for byte.
+  AckNone deliveries that go missing are never redelivered, so every consumer sequence
+  is checked for holes; on a hole, a stall, or a consumer lost to a server restart, the
+  consumer is recreated at the last good stream sequence + 1.
+- ``MsgGetReader`` for WorkQueue and Interest streams, where any consumer would take
+  or pin messages: one stream get per sequence, pipelined.
+
+Both yield messages in sequence order and never beyond ``end_seq``. Sequences they do
+not yield (deleted, expired) are the caller's to notice and explain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import nats.errors
+
+from archiver.errors import SourceError
+from archiver.format.batch import Batch
+from archiver.nats.api import StreamInfo, get_message
+from archiver.nats.conn import RawClient, js_api
+
+log = logging.getLogger(__name__)
+
+MAX_FETCH_BYTES = 128 << 20
+"""Above any server's max_payload (64 MiB at most): a cap on doubling the pull's byte limit."""
+INACTIVE_THRESHOLD_NS = 600 * 1_000_000_000
+"""The server deletes an idle ephemeral consumer after this; a long upload must not lose it."""
+
+
+class Reader(Protocol):
+    def batches(self) -> AsyncIterator[Batch]: ...
+
+
+class ConsumerReader:
+    """Reads a limits stream through an ephemeral AckNone pull consumer."""
+
+    def __init__(
+        self,
+        nc: RawClient,
+        stream: str,
+        start_seq: int,
+        end_seq: int,
+        *,
+        batch_rows: int = 20_000,
+        batch_bytes: int = 16 << 20,
+        fetch_rows: int = 10_000,
+        fetch_bytes: int = 8 << 20,
+        stall_timeout: float = 10.0,
+        max_restarts: int = 8,
+    ) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.end_seq = end_seq
+        self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
+        self.fetch_rows = fetch_rows
+        self.fetch_bytes = fetch_bytes
+        self.stall_timeout = stall_timeout
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        """Consumers recreated after a hole, stall or loss (for tests and logs)."""
+        self._cursor = start_seq
+        self._batch = Batch()
+        self._done = asyncio.Event()
+        self._expected_dseq = 1
+        self._asked = 0
+        self._received = 0
+        self._status = b""
+        self._status_line = b""
+        self._broken = False
+        self._finished = False
+
+    # -- frames -------------------------------------------------------------------
+
+    def _on_frame(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+        """Handle one frame; runs inside the protocol parser, so it must be quick."""
+        if not reply:
+            # A status frame ends the pull request: 404/408 nothing (more) now,
+            # 409 max bytes or consumer trouble, 503 no consumer to answer.
+            self._status = hdr[9:12] if hdr else b""
+            self._status_line = hdr.split(b"\r\n", 1)[0] if hdr else b""
+            self._done.set()
+            return
+        if self._broken or self._finished:
+            return
+        tokens = reply.split(b".")
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ns>.<pending>, or the
+        # 12-token form with domain and account hash in front and a random token after.
+        base = 5 if len(tokens) == 9 else 7
+        seq = int(tokens[base])
+        dseq = int(tokens[base + 1])
+        if dseq != self._expected_dseq:
+            log.warning(
+                "%s: consumer sequence jumped to %d, expected %d: re-reading from %d",
+                self.stream,
+                dseq,
+                self._expected_dseq,
+                self._cursor,
+            )
+            self._broken = True
+            self._done.set()
+            return
+        self._expected_dseq = dseq + 1
+        if seq > self.end_seq:
+            self._finished = True
+            self._done.set()
+            return
+        self._batch.append(
+            seq, subject.decode("utf-8", "replace"), int(tokens[base + 2]), hdr, data
+        )
+        self._cursor = seq + 1
+        self._received += 1
+        if seq >= self.end_seq or tokens[base + 3] == b"0":
+            self._finished = True
+            self._done.set()
+        elif self._received >= self._asked:
+            self._done.set()
+
+    # -- consumer lifecycle ---------------------------------------------------------
+
+    async def _create_consumer(self) -> str:
+        name = f"archiver-{uuid.uuid4().hex[:16]}"
+        config = {
+            "name": name,
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": self._cursor,
+            "ack_policy": "none",
+            "replay_policy": "instant",
+            "inactive_threshold": INACTIVE_THRESHOLD_NS,
+            "mem_storage": True,
+            "num_replicas": 1,
+            "max_waiting": 4,
+        }
+        await js_api(
+            self.nc,
+            f"$JS.API.CONSUMER.CREATE.{self.stream}.{name}",
+            {"stream_name": self.stream, "config": config},
+        )
+        self._expected_dseq = 1
+        self._broken = False
+        return name
+
+    async def _delete_consumer(self, name: str) -> None:
+        try:
+            await js_api(self.nc, f"$JS.API.CONSUMER.DELETE.{self.stream}.{name}", timeout=2)
+        except SourceError:
+            # It expires by itself after INACTIVE_THRESHOLD_NS; nothing is pinned by it.
+            log.debug("%s: could not delete consumer %s", self.stream, name)
+
+    async def _num_pending(self, name: str) -> int | None:
+        """The consumer's pending count, or None if the consumer is gone or silent."""
+        try:
+            info = await js_api(self.nc, f"$JS.API.CONSUMER.INFO.{self.stream}.{name}")
+        except SourceError:
+            return None
+        return int(info.get("num_pending", 0))
+
+    # -- the read loop ----------------------------------------------------------------
+
+    async def _pull(self, next_subject: str, inbox: str, max_bytes: int) -> None:
+        self._done.clear()
+        self._received = 0
+        self._status = b""
+        self._asked = min(self.fetch_rows, self.end_seq - self._cursor + 1)
+        request = {"batch": self._asked, "max_bytes": max_bytes, "no_wait": True}
+        await self.nc.publish(next_subject, json.dumps(request).encode(), reply=inbox)
+        try:
+            await asyncio.wait_for(self._done.wait(), self.stall_timeout)
+        except TimeoutError:
+            log.warning("%s: no answer from the consumer in %.0fs", self.stream, self.stall_timeout)
+            self._broken = True
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Batches of at most ``batch_rows`` rows / about ``batch_bytes`` bytes, in order."""
+        if self._cursor > self.end_seq:
+            return
+        failures = 0
+        max_bytes = self.fetch_bytes
+        while not self._finished:
+            try:
+                name = await self._create_consumer()
+                inbox = self.nc.new_inbox()
+                sub = await self.nc.subscribe_raw(inbox, self._on_frame)
+            except (SourceError, nats.errors.Error) as exc:
+                failures += 1
+                if failures > self.max_restarts:
+                    raise SourceError(f"cannot read stream {self.stream}: {exc}") from exc
+                await asyncio.sleep(min(0.5 * 2**failures, 5.0))
+                continue
+            next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{name}"
+            try:
+                while not self._finished and not self._broken:
+                    # Hand over a full batch before pulling more: memory stays at about
+                    # one batch however long the stream.
+                    if (
+                        len(self._batch) >= self.batch_rows
+                        or self._batch.nbytes >= self.batch_bytes
+                    ):
+                        yield self._take()
+                    try:
+                        await self._pull(next_subject, inbox, max_bytes)
+                    except nats.errors.Error as exc:
+                        log.warning("%s: pull failed: %s", self.stream, exc)
+                        self._broken = True
+                        break
+                    if self._received:
+                        failures = 0
+                        continue
+                    # Nothing arrived: the status says why.
+                    if self._status == b"409" and b"MaxBytes" in self._status_line:
+                        # One message is larger than the byte cap: raise the cap for it.
+                        max_bytes = min(max_bytes * 2, MAX_FETCH_BYTES)
+                    elif self._status in (b"404", b"408"):
+                        pending = await self._num_pending(name)
+                        if pending == 0:
+                            self._finished = True
+                        else:
+                            # The consumer is gone (None) or claims messages it does not
+                            # deliver: start over from the cursor.
+                            self._broken = True
+                    else:
+                        # 503 no consumer, 409 consumer deleted or leadership change, ...
+                        self._broken = True
+            finally:
+                await self.nc.unsubscribe_raw(sub)
+                await self._delete_consumer(name)
+            if self._broken and not self._finished:
+                failures += 1
+                self.restarts += 1
+                if failures > self.max_restarts:
+                    raise SourceError(
+                        f"reading stream {self.stream} keeps failing at seq {self._cursor}",
+                        hint="check the server's health; the next run resumes here",
+                    )
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+        if len(self._batch):
+            yield self._take()
+
+    def _take(self) -> Batch:
+        batch, self._batch = self._batch, Batch()
+        return batch
+
+
+class MsgGetReader:
+    """Reads WorkQueue and Interest streams one stored message at a time, no consumer."""
+
+    def __init__(
+        self,
+        nc: RawClient,
+        stream: str,
+        start_seq: int,
+        end_seq: int,
+        *,
+        batch_rows: int = 10_000,
+        batch_bytes: int = 16 << 20,
+        window: int = 64,
+    ) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.start_seq = start_seq
+        self.end_seq = end_seq
+        self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
+        self.window = window
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        batch = Batch()
+        seq = self.start_seq
+        while seq <= self.end_seq:
+            stop = min(seq + self.window, self.end_seq + 1)
+            found = await asyncio.gather(
+                *(get_message(self.nc, self.stream, s) for s in range(seq, stop))
+            )
+            for m in found:
+                if m is not None:
+                    batch.append(m.seq, m.subject, m.time_ns, m.raw_header, m.data)
+            seq = stop
+            if len(batch) >= self.batch_rows or batch.nbytes >= self.batch_bytes:
+                yield batch
+                batch = Batch()
+        if len(batch):
+            yield batch
+
+
+def reader_for(nc: RawClient, info: StreamInfo, start_seq: int, end_seq: int) -> Reader:
+    """The right reader for the stream's retention policy."""
+    if info.needs_consumerless_read:
+        return MsgGetReader(nc, info.name, max(start_seq, info.first_seq), end_seq)
+    return ConsumerReader(nc, info.name, start_seq, end_seq)

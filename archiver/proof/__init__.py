@@ -1,0 +1,1 @@
+"""Proving the archive: verify, compare with NATS, drill, coverage chart."""

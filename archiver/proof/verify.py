@@ -1,0 +1,376 @@
+"""``archiver verify``: is the archive whole and intact, and is every hole explained?
+
+Per stream and generation: every data file is read row group by row group (memory stays
+flat) and checked against its own footer and its name: schema, page checksums, content
+hash, row count, sequence range, rising sequences, times. Then files and gap records
+must tile the sequence space: every sequence is in a file, explained inside a file's
+footer, or explained by a gap record. Each hole is classified:
+
+- ``deleted``: deleted in NATS (an interior delete the server had made when archived)
+- ``expired``: removed from the stream before it was archived (lost; recorded by run)
+- ``before-archive`` / ``consumed``: gone before the first run / taken by a WorkQueue
+- ``missing``: in no file and no record: a file lost or damaged after it was committed
+
+Findings of kind ``damaged``, ``mismatch``, ``overlap`` and ``missing`` make exit 3.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import zstandard
+
+from archiver.config import Settings
+from archiver.errors import DataFileCorrupt, UsageError
+from archiver.format import catalog, layout
+from archiver.format.catalog import DataFile
+from archiver.format.digest import ContentHash
+from archiver.format.gaps import Gap, GapKind, decode_record
+from archiver.format.reader import OpenFile, open_file
+from archiver.format.schema import check_schema
+from archiver.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+PROBLEMS = ("damaged", "mismatch", "overlap", "missing", "differs")
+"""Finding kinds that mean the archive is not whole (exit 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    stream: str
+    generation: str
+    kind: str
+    first_seq: int
+    last_seq: int
+    key: str | None = None
+    detail: str = ""
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass
+class StreamReport:
+    stream: str
+    generation: str
+    files: int = 0
+    rows: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.kind in PROBLEMS for f in self.findings)
+
+    def add(
+        self, kind: str, first_seq: int, last_seq: int, key: str | None = None, detail: str = ""
+    ) -> None:
+        """Record a finding of this stream and generation."""
+        self.findings.append(
+            Finding(self.stream, self.generation, kind, first_seq, last_seq, key, detail)
+        )
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.findings:
+            out[f.kind] = out.get(f.kind, 0) + (
+                f.count if f.kind not in ("damaged", "mismatch") else 1
+            )
+        return out
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "stream": self.stream,
+            "generation": self.generation,
+            "ok": self.ok,
+            "files": self.files,
+            "rows": self.rows,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "counts": self.counts(),
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+@dataclass(slots=True)
+class _Covered:
+    """What one intact file accounts for."""
+
+    first_seq: int
+    last_seq: int
+    key: str
+    inner_gaps: list[Gap]
+
+
+def check_file(store: Store, f: DataFile) -> tuple[_Covered | None, list[Finding], int]:
+    """Read one file completely; what it covers (None if unusable), findings, rows."""
+    n = f.name
+
+    def finding(kind: str, detail: str) -> Finding:
+        return Finding(n.stream, n.generation, kind, n.first_seq, n.last_seq, f.key, detail)
+
+    try:
+        opened = open_file(store, f)
+        meta = opened.footer()
+        problems = check_schema(opened.schema)
+        if problems:
+            return None, [finding("damaged", "; ".join(problems))], 0
+        digest, rows, seqs_ok, first, last, first_t, last_t, inner = _read_rows(opened)
+    except DataFileCorrupt as exc:
+        return None, [finding("damaged", f"unreadable: {str(exc)[:200]}")], 0
+    wrong = []
+    claims = {
+        "stream": n.stream,
+        "generation": n.generation,
+        "first_seq": str(n.first_seq),
+        "last_seq": str(n.last_seq),
+        "rows": str(rows),
+        "content_hash": digest,
+        "first_time_ns": str(first_t),
+        "last_time_ns": str(last_t),
+    }
+    for key, value in claims.items():
+        if meta.get(key) != value:
+            wrong.append(f"{key} is {meta.get(key)!r}, expected {value!r}")
+    if (first, last) != (n.first_seq, n.last_seq):
+        wrong.append(f"rows hold seq {first}..{last}, the name says {n.first_seq}..{n.last_seq}")
+    if not seqs_ok:
+        wrong.append("sequences do not rise")
+    if wrong:
+        kind = "damaged" if meta.get("content_hash") != digest else "mismatch"
+        return None, [finding(kind, "; ".join(wrong))], rows
+    try:
+        declared = [Gap(a, b, GapKind(k)) for a, b, k in json.loads(meta.get("gaps", "[]"))]
+    except (ValueError, TypeError) as exc:
+        return None, [finding("damaged", f"unreadable gaps in the footer: {exc}")], rows
+    findings = []
+    undeclared = _subtract(inner, declared)
+    for a, b in undeclared:
+        findings.append(
+            Finding(
+                n.stream,
+                n.generation,
+                "missing",
+                a,
+                b,
+                f.key,
+                "a hole inside the file that its footer does not explain",
+            )
+        )
+    return _Covered(n.first_seq, n.last_seq, f.key, declared), findings, rows
+
+
+_Rows = tuple[str, int, bool, int, int, int, int, list[tuple[int, int]]]
+
+
+def _read_rows(opened: OpenFile) -> _Rows:
+    """Hash every row group; check that sequences rise; list the holes between them."""
+    digest = ContentHash()
+    rows, rising = 0, True
+    first = last = first_t = last_t = -1
+    holes: list[tuple[int, int]] = []
+    for table in opened.row_groups():
+        digest.update(table)
+        rows += table.num_rows
+        if not table.num_rows:
+            continue
+        seqs = pc.cast(table.column("seq").combine_chunks(), pa.int64())
+        times = table.column("time_ns")
+        head, tail = seqs[0].as_py(), seqs[-1].as_py()
+        if first < 0:
+            first, first_t = head, times[0].as_py()
+        elif head <= last:
+            rising = False
+        elif head > last + 1:
+            holes.append((last + 1, head - 1))
+        if len(seqs) > 1:
+            steps = pc.subtract(seqs[1:], seqs[:-1])
+            if pc.min(steps).as_py() <= 0:
+                rising = False
+            for i in pc.indices_nonzero(pc.greater(steps, 1)).to_pylist():
+                holes.append((seqs[i].as_py() + 1, seqs[i + 1].as_py() - 1))
+        last, last_t = tail, times[-1].as_py()
+    return digest.hexdigest(), rows, rising, first, last, first_t, last_t, holes
+
+
+def _subtract(holes: list[tuple[int, int]], gaps: list[Gap]) -> list[tuple[int, int]]:
+    """The parts of ``holes`` no gap covers."""
+    out = []
+    for a, b in holes:
+        cursor = a
+        for g in sorted(gaps, key=lambda g: g.first_seq):
+            if g.last_seq < cursor or g.first_seq > b:
+                continue
+            if g.first_seq > cursor:
+                out.append((cursor, g.first_seq - 1))
+            cursor = max(cursor, g.last_seq + 1)
+        if cursor <= b:
+            out.append((cursor, b))
+    return out
+
+
+def _records(store: Store, stream: str, generation: str) -> Iterator[tuple[str, list[Gap] | None]]:
+    for name in catalog.gap_records(store, stream, generation):
+        key = layout.gap_key(stream, generation, name.first_seq, name.last_seq, name.lost)
+        try:
+            yield key, decode_record(store.get_bytes(key))
+        except (ValueError, KeyError, zstandard.ZstdError):
+            yield key, None
+
+
+def verify_generation(
+    store: Store,
+    stream: str,
+    generation: str,
+    files: list[DataFile],
+    retention_s: float | None = None,
+    now: datetime | None = None,
+) -> StreamReport:
+    report = StreamReport(stream, generation)
+    spans: list[tuple[int, int, str, str | None, str]] = []  # first, last, kind, key, detail
+    held: list[tuple[int, int, str]] = []  # seq ranges files hold rows for, and the file
+    recorded: list[tuple[Gap, str]] = []  # gaps from gap records, and the record
+    for f in sorted(files, key=lambda f: (f.name.first_seq, f.name.last_seq)):
+        covered, findings, rows = check_file(store, f)
+        report.findings += findings
+        report.files += 1
+        report.rows += rows
+        if covered is not None:
+            spans.append((covered.first_seq, covered.last_seq, "file", covered.key, ""))
+            spans += [
+                (g.first_seq, g.last_seq, str(g.kind), covered.key, "inside the file")
+                for g in covered.inner_gaps
+            ]
+            held += [
+                (a, b, covered.key)
+                for a, b in _subtract([(covered.first_seq, covered.last_seq)], covered.inner_gaps)
+            ]
+    for key, gaps in _records(store, stream, generation):
+        if gaps is None:
+            name = layout.parse_gap_key(key)
+            assert name is not None
+            report.add("damaged", name.first_seq, name.last_seq, key, "unreadable gap record")
+            continue
+        spans += [(g.first_seq, g.last_seq, str(g.kind), key, "gap record") for g in gaps]
+        recorded += [(g, key) for g in gaps]
+    _tile(report, spans, catalog.archived_through(store, stream, generation))
+    _records_over_rows(report, held, recorded)
+    if retention_s is not None:
+        runs = catalog.run_records(store, stream, generation)
+        _retire_expired_head(report, runs, retention_s, now or datetime.now(UTC))
+    return report
+
+
+def _retire_expired_head(
+    report: StreamReport, runs: list[layout.RunName], retention_s: float, now: datetime
+) -> None:
+    """The store's lifecycle rule removes old objects: files, gap and run records alike,
+    oldest first, so what remains starts with a hole at seq 1. That hole is the rule's
+    work, not a loss, when (a) the generation is older than the retention, so the rule
+    could have removed something, and (b) no run record covers any of it: a run writes
+    its record after its files, so the rule removes the record with them or soon after,
+    while a file lost any other way leaves its run's record behind."""
+    if now - layout.generation_created(report.generation) < timedelta(seconds=retention_s):
+        return
+    for i, f in enumerate(report.findings):
+        if f.kind != "missing" or f.first_seq != 1:
+            continue
+        if any(r.first_seq <= f.last_seq for r in runs):
+            return
+        days = round(retention_s / 86_400)
+        report.findings[i] = replace(
+            f,
+            kind="retired",
+            detail=f"removed by the {days}-day retention: the generation is older, and no "
+            "run record covers these seqs any more",
+        )
+        return
+
+
+def _records_over_rows(
+    report: StreamReport, held: list[tuple[int, int, str]], recorded: list[tuple[Gap, str]]
+) -> None:
+    """A gap record that says a seq was never archived while a file holds its row: one
+    of the two is wrong (a record written for the wrong range, a file from elsewhere)."""
+    held.sort()
+    starts = [a for a, _, _ in held]
+    for gap, key in recorded:
+        # Held ranges do not overlap each other unless files do (reported as overlap),
+        # so the ones that can meet this gap start before its end.
+        i = max(bisect.bisect_right(starts, gap.last_seq) - 1, 0)
+        while i >= 0 and i < len(held):
+            a, b, file_key = held[i]
+            if b < gap.first_seq:
+                break
+            if a <= gap.last_seq:
+                report.add(
+                    "overlap",
+                    max(a, gap.first_seq),
+                    min(b, gap.last_seq),
+                    key,
+                    f"gap record says {gap.kind}, but {file_key} holds these seqs",
+                )
+            i -= 1
+
+
+def _tile(
+    report: StreamReport, spans: list[tuple[int, int, str, str | None, str]], end: int
+) -> None:
+    """Walk the spans in order: report holes (missing), overlaps, and explained gaps;
+    everything up to ``end`` (where the last finished run stopped) must be covered."""
+    expected = 1
+    files_end = 0
+    last_file_key: str | None = None
+    for first, last, kind, key, detail in sorted(spans, key=lambda s: (s[0], s[1])):
+        if first > expected:
+            report.add("missing", expected, first - 1, None, "in no file and no gap record")
+        if kind == "file":
+            if first <= files_end:
+                report.add("overlap", first, min(last, files_end), key, f"also in {last_file_key}")
+            files_end = max(files_end, last)
+            last_file_key = key
+            report.first_seq = report.first_seq or first
+            report.last_seq = max(report.last_seq, last)
+        else:
+            report.add(kind, first, last, key, detail)
+        expected = max(expected, last + 1)
+    if expected <= end:
+        report.add("missing", expected, end, None, "archived by a finished run, now in no file")
+
+
+def verify(settings: Settings, streams: tuple[str, ...]) -> list[StreamReport]:
+    """Verify the named streams (default: every stream in the archive)."""
+    store = open_store(settings.store_url, settings.s3)
+    store.check()
+    reports = []
+    known = catalog.streams_in_archive(store)
+    unknown = [s for s in streams if s not in known]
+    if unknown:
+        raise UsageError(
+            f"the archive holds no stream {', '.join(unknown)}",
+            hint=f"streams in the archive: {', '.join(known) or 'none'}",
+        )
+    for stream in streams or tuple(known):
+        files = catalog.data_files(store, stream)
+        generations = sorted(
+            {f.name.generation for f in files}
+            | {g.generation for g in catalog.gap_records(store, stream)}
+        )
+        if not generations:
+            report = StreamReport(stream, "")
+            report.add("missing", 1, 1, None, "no files at all")
+            reports.append(report)
+        for generation in generations:
+            mine = [f for f in files if f.name.generation == generation]
+            reports.append(verify_generation(store, stream, generation, mine, settings.retention_s))
+    return reports

@@ -1,0 +1,55 @@
+"""What a replay is asked to do, and what it did."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from archiver.nats.conn import NatsOptions
+from archiver.replay.mapping import SubjectMapper
+from archiver.replay.selection import Selection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    selection: Selection
+    mapper: SubjectMapper = field(default_factory=SubjectMapper.identity)
+    target: NatsOptions | None = None
+    """None: the source server."""
+    rate: float | None = None
+    dry_run: bool = False
+    yes: bool = False
+    resume: bool = False
+    seq_map: Path | None = None
+    delete_markers: bool = False
+    window: int = 2000
+    ack_timeout: float = 5.0
+    progress: bool = False
+    checkpoint: bool = True
+    """False for drills: a scratch restore is never resumed, so it leaves no state."""
+    bounds_text: str = ""
+    """``--since``/``--until`` as typed: part of the replay's identity for --resume."""
+
+
+@dataclass
+class ReplaySummary:
+    stream: str
+    generation: str
+    target: str
+    target_streams: list[str]
+    matched: int
+    published: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    resumed_after_seq: int | None = None
+    bytes: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    by_subject: dict[str, int] = field(default_factory=dict)
+    sample_subjects: list[list[str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)

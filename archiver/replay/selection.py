@@ -1,0 +1,164 @@
+"""Reading a slice of the archive: only the files and row groups that can hold matches.
+
+File names carry the generation and sequence range, date partitions the UTC day, and
+each row group's statistics the ``seq`` and ``time_ns`` range, so a replay of one hour
+of one stream reads that hour's row groups and nothing else. Rows come out in
+sequence order, one row group at a time: memory stays flat however large the slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from archiver.errors import DataFileCorrupt, UsageError
+from archiver.format import catalog
+from archiver.format.catalog import DataFile
+from archiver.format.reader import open_file
+from archiver.replay.subjects import SubjectFilter
+from archiver.store.base import Store
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which archived messages: bounds are inclusive, None means unbounded."""
+
+    stream: str
+    generation: str | None = None
+    """None: the newest generation in the archive."""
+    subjects: SubjectFilter = field(default_factory=lambda: SubjectFilter([]))
+    from_seq: int | None = None
+    to_seq: int | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+
+    def describe(self) -> str:
+        parts = [self.stream]
+        if self.generation:
+            parts.append(f"generation {self.generation}")
+        if self.from_seq is not None or self.to_seq is not None:
+            parts.append(f"seq {self.from_seq or 1}..{self.to_seq or 'end'}")
+        if self.since_ns is not None or self.until_ns is not None:
+            parts.append("time window")
+        return ", ".join(parts)
+
+
+def _day(ns: int) -> date:
+    return datetime.fromtimestamp(ns // NS_PER_S, UTC).date()
+
+
+def resolve_generation(files: list[DataFile], wanted: str | None, stream: str) -> str:
+    generations = sorted({f.name.generation for f in files})
+    if not generations:
+        raise UsageError(
+            f"the archive holds no files of stream {stream}", hint="check --store and --stream"
+        )
+    if wanted is None:
+        return generations[-1]
+    if wanted not in generations:
+        raise UsageError(
+            f"stream {stream} has no generation {wanted}",
+            hint=f"generations in the archive: {', '.join(generations)}",
+        )
+    return wanted
+
+
+def select_files(store: Store, sel: Selection) -> tuple[str, list[DataFile]]:
+    """The generation and its files that can hold matches, in sequence order."""
+    files = catalog.data_files(store, sel.stream)
+    generation = resolve_generation(files, sel.generation, sel.stream)
+    chosen = []
+    for f in files:
+        n = f.name
+        if n.generation != generation:
+            continue
+        if sel.from_seq is not None and n.last_seq < sel.from_seq:
+            continue
+        if sel.to_seq is not None and n.first_seq > sel.to_seq:
+            continue
+        # A file holds one UTC day, so the day in its path bounds its times.
+        if sel.since_ns is not None and n.day < _day(sel.since_ns):
+            continue
+        if sel.until_ns is not None and n.day > _day(sel.until_ns):
+            continue
+        chosen.append(f)
+    return generation, sorted(chosen, key=lambda f: f.name.first_seq)
+
+
+def _stat_range(meta: Any, group: int, column: int) -> tuple[int, int] | None:
+    stats = meta.row_group(group).column(column).statistics
+    if stats is None or not stats.has_min_max:
+        return None
+    return int(stats.min), int(stats.max)
+
+
+def _group_may_match(meta: Any, group: int, seq_col: int, time_col: int, sel: Selection) -> bool:
+    seqs = _stat_range(meta, group, seq_col)
+    if seqs is not None:
+        if sel.from_seq is not None and seqs[1] < sel.from_seq:
+            return False
+        if sel.to_seq is not None and seqs[0] > sel.to_seq:
+            return False
+    times = _stat_range(meta, group, time_col)
+    if times is not None:
+        if sel.since_ns is not None and times[1] < sel.since_ns:
+            return False
+        if sel.until_ns is not None and times[0] > sel.until_ns:
+            return False
+    return True
+
+
+def _row_mask(table: pa.Table, sel: Selection) -> Any:
+    mask = sel.subjects.mask(table.column("subject"))
+    seq = table.column("seq")
+    time_ns = table.column("time_ns")
+    if sel.from_seq is not None:
+        mask = pc.and_(mask, pc.greater_equal(seq, pa.scalar(sel.from_seq, pa.uint64())))
+    if sel.to_seq is not None:
+        mask = pc.and_(mask, pc.less_equal(seq, pa.scalar(sel.to_seq, pa.uint64())))
+    if sel.since_ns is not None:
+        mask = pc.and_(mask, pc.greater_equal(time_ns, sel.since_ns))
+    if sel.until_ns is not None:
+        mask = pc.and_(mask, pc.less_equal(time_ns, sel.until_ns))
+    return mask
+
+
+def iter_selected(
+    store: Store, files: list[DataFile], sel: Selection, columns: list[str]
+) -> Iterator[pa.Table]:
+    """The matching rows, one row group at a time, in sequence order."""
+    needed = sorted({*columns, "seq", "time_ns", "subject"})
+    for f in files:
+        opened = open_file(store, f)
+        meta = opened.metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        if "seq" not in names or "time_ns" not in names:
+            raise DataFileCorrupt(f"data file {f.key} lacks the seq or time_ns column")
+        seq_col, time_col = names.index("seq"), names.index("time_ns")
+        for group in range(meta.num_row_groups):
+            if not _group_may_match(meta, group, seq_col, time_col, sel):
+                continue
+            table = opened.row_group(group, needed)
+            selected = table.filter(_row_mask(table, sel))
+            if selected.num_rows:
+                yield selected.select(columns)
+
+
+ROWS_AT_ONCE = 10_000
+"""Rows turned into Python objects at a time: a whole row group at once would hold about
+a hundred thousand payloads as objects besides the Arrow buffers."""
+
+
+def iter_rows(tables: Iterator[pa.Table], columns: list[str]) -> Iterator[tuple[Any, ...]]:
+    """Row tuples of ``columns``, a slice of each table at a time."""
+    for table in tables:
+        for start in range(0, table.num_rows, ROWS_AT_ONCE):
+            part = table.slice(start, ROWS_AT_ONCE)
+            yield from zip(*(part.column(c).to_pylist() for c in columns), strict=True)

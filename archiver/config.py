@@ -22,6 +22,8 @@ from archiver.timefmt import parse_duration
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_STORE = "./archive"
+CHECKPOINT_BUCKET = "archiver-replays"
+"""KV bucket on a replay's target holding each replay's acknowledged prefix."""
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
 _SIZE_UNITS = {
     None: 1,

@@ -128,8 +128,8 @@ async def run_demo(workdir: Path, messages: int, say: Callable[[str], None]) -> 
                 s3=S3Options(),
                 limits=FileLimits(),
             )
-            results = await archive_run(settings)
-            for r in results:
+            first = await archive_run(settings)
+            for r in first:
                 say(
                     f"archived {r.stream}: seq {r.from_seq}-{r.to_seq}, {r.messages} messages, "
                     f"{r.files} file(s), {r.bytes_in:,} -> {r.bytes_out:,} bytes"
@@ -148,7 +148,7 @@ async def run_demo(workdir: Path, messages: int, say: Callable[[str], None]) -> 
                 f"  SELECT stream, count(*) FROM read_parquet('{archive_dir}/**/*.parquet', "
                 "hive_partitioning=true) GROUP BY stream;"
             )
-            return max((r.exit_code for r in results + again), default=0)
+            return max(first.exit_code, again.exit_code)
         finally:
             proc.terminate()
             proc.wait(10)

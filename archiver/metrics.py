@@ -51,11 +51,11 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from archiver.errors import ArchiverError
+from archiver.errors import MetricsError
 
 if TYPE_CHECKING:
-    from archiver.archive.run import StreamResult
-    from archiver.archive.status import StreamStatus
+    from archiver.archive.run import RunReport
+    from archiver.archive.status import StatusReport
     from archiver.proof.drill import DrillReport
 
 P = "nats_archiver_"
@@ -66,7 +66,7 @@ def _gauge(reg: CollectorRegistry, name: str, doc: str) -> Gauge:
     return Gauge(P + name, doc, ["stream"], registry=reg)
 
 
-def run_metrics(results: list[StreamResult], statuses: list[StreamStatus]) -> CollectorRegistry:
+def run_metrics(report: RunReport, statuses: StatusReport | None) -> CollectorRegistry:
     reg = CollectorRegistry()
     success = _gauge(reg, "last_success_timestamp_seconds", "End of the last error-free run")
     duration = _gauge(reg, "run_duration_seconds", "Seconds the stream's pass took")
@@ -81,7 +81,7 @@ def run_metrics(results: list[StreamResult], statuses: list[StreamStatus]) -> Co
     )
     errors = _gauge(reg, "run_errors", "1 when the stream's pass failed")
     now = time.time()
-    for r in results:
+    for r in report.streams:
         if r.skipped:
             continue
         if r.error is None:
@@ -92,21 +92,24 @@ def run_metrics(results: list[StreamResult], statuses: list[StreamStatus]) -> Co
         bytes_out.labels(r.stream).set(r.bytes_out)
         lost.labels(r.stream).inc(r.lost)
         errors.labels(r.stream).set(1 if r.error else 0)
-    add_status(reg, statuses)
+    if statuses is not None:
+        add_status(reg, statuses)
     return reg
 
 
-def add_status(reg: CollectorRegistry, statuses: list[StreamStatus]) -> None:
+def add_status(reg: CollectorRegistry, statuses: StatusReport) -> None:
     behind = _gauge(reg, "behind_messages", "Messages the stream holds beyond the archive")
     expires = _gauge(
         reg, "expires_in_seconds", "Seconds until the oldest unarchived message expires"
     )
-    for s in statuses:
+    for s in statuses.streams:
+        if s.error:
+            continue  # unknown: no figure is better than a wrong one
         behind.labels(s.stream).set(s.behind)
         expires.labels(s.stream).set(math.inf if s.expires_in_s is None else s.expires_in_s)
 
 
-def status_metrics(statuses: list[StreamStatus]) -> CollectorRegistry:
+def status_metrics(statuses: StatusReport) -> CollectorRegistry:
     reg = CollectorRegistry()
     add_status(reg, statuses)
     return reg
@@ -132,17 +135,17 @@ def pushed_streams(pushgateway: str, job: str, command: str) -> set[str]:
     """The streams that have a group of this job and command on the Pushgateway."""
     base = (pushgateway if "://" in pushgateway else f"http://{pushgateway}").rstrip("/")
     if not base.startswith(("http://", "https://")):
-        raise ArchiverError(f"--pushgateway must be an http(s) URL, not {base.split(':')[0]}:")
+        raise MetricsError(f"--pushgateway must be an http(s) URL, not {base.split(':')[0]}:")
     try:
         with urllib.request.urlopen(f"{base}/api/v1/metrics", timeout=10) as answer:  # noqa: S310
             body = json.load(answer)
     except (OSError, ValueError) as exc:
-        raise ArchiverError(
+        raise MetricsError(
             f"cannot list the Pushgateway's groups: {exc}", hint="check --pushgateway"
         ) from exc
     groups = body.get("data") if isinstance(body, dict) else None
     if not isinstance(groups, list):
-        raise ArchiverError(
+        raise MetricsError(
             "the Pushgateway's /api/v1/metrics answer has no list of groups",
             hint="check that --pushgateway points at a Prometheus Pushgateway (1.0 or later)",
         )
@@ -171,7 +174,7 @@ def delete_streams(pushgateway: str, job: str, command: str, streams: set[str]) 
                 timeout=10,
             )
     except OSError as exc:
-        raise ArchiverError(
+        raise MetricsError(
             f"cannot delete metrics of deleted streams: {exc}", hint="check --pushgateway"
         ) from exc
 
@@ -212,7 +215,7 @@ def export(
                     timeout=10,
                 )
     except OSError as exc:
-        raise ArchiverError(
+        raise MetricsError(
             f"cannot deliver metrics: {exc}", hint="check --pushgateway / --metrics-file"
         ) from exc
 

@@ -226,7 +226,7 @@ def use_pool(kind: str) -> str:
     """
     import pyarrow as pa
 
-    from archiver.cli.commands import _return_memory_promptly
+    from archiver.cli.app import _return_memory_promptly
 
     arrow = arrow_default_pool()
     if kind == "cli":

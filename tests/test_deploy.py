@@ -332,7 +332,7 @@ def test_dockerignore_matches_as_docker_does() -> None:
     assert dockerignored("tests") and dockerignored("tests/test_deploy.py")
     assert dockerignored("archiver/__pycache__/cli.cpython-311.pyc")
     assert dockerignored("archiver/store/__pycache__")
-    assert not dockerignored("archiver/cli.py") and not dockerignored("pyproject.toml")
+    assert not dockerignored("archiver/cli/app.py") and not dockerignored("pyproject.toml")
     assert not dockerignored("archiver/tests_helpers.py")  # "tests" is matched from the root
     assert dockerignored("nats.creds") and dockerignored("deep/er/user.creds")
     assert dockerignored("x.egg-info") and not dockerignored("sub/x.egg-info")  # root only
@@ -420,7 +420,7 @@ def test_dockerfile_build_stage_runs_and_its_archiver_works(tmp_path: Path) -> N
     # A real archive run writes only where the CronJobs mount volumes (/tmp, /scratch):
     # on a read-only root filesystem nothing else is writable.
     before = _tree(image_root, skip={"tmp", "scratch"})
-    assert any(name.endswith("archiver/cli.py") for name in before)
+    assert any(name.endswith("archiver/cli/app.py") for name in before)
     server = NatsServer(binary_for("newest"), tmp_path / "nats-store")
     (tmp_path / "nats-store").mkdir()
     server.start()
@@ -1074,7 +1074,7 @@ def test_replay_user_restores_into_restore_subjects_only(deployment: Deployment)
         ]
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    (summary,) = json.loads(result.stdout)
     assert summary["target_streams"] == ["RESTORE"]
     assert summary["published"] + summary["duplicates"] == PUBLISHED["AUTH"]
     assert asyncio.run(_stream_state(deployment.url("admin")))["RESTORE"] == PUBLISHED["AUTH"]
@@ -1089,9 +1089,9 @@ def test_drill_user_runs_the_drill_cronjob_command(deployment: Deployment, tmp_p
     url = deployment.url("drill")
     result = _run_archiver(_pod_command(DRILL_JOB, deployment, "drill", tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout)
-    assert report["ok"] is True
-    assert {s["stream"]: s["matched"] for s in report["streams"]} == PUBLISHED
+    rows = json.loads(result.stdout)
+    assert all(s["ok"] is True for s in rows)
+    assert {s["stream"]: s["matched"] for s in rows} == PUBLISHED
     assert (tmp_path / "drill.json").is_file()  # --report, in the pod's /scratch
     streams = asyncio.run(_stream_state(deployment.url("admin")))
     assert not [s for s in streams if s.startswith("DRILL_")], "scratch streams removed"

@@ -62,9 +62,10 @@ def test_drill_on_a_healthy_archive(nats: NatsServer, tmp_path: Path) -> None:
         "--json",
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout)
-    assert report["ok"]
-    by_stream = {s["stream"]: s for s in report["streams"]}
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list) and all(s["ok"] for s in rows)
+    assert all(s["target"] and s["started_at"] for s in rows), "each row carries the drill's own"
+    by_stream = {s["stream"]: s for s in rows}
     assert by_stream["AUTH"]["matched"] == 200 and by_stream["SFS"]["matched"] == 1200
     for s in by_stream.values():
         assert s["rto_seconds"] > 0 and s["restore_msgs_per_s"] > 0
@@ -89,10 +90,10 @@ def test_drill_over_a_damaged_file_fails_and_names_it(nats: NatsServer, tmp_path
     before = stream_names(nats.url)
     result = run_cli("drill", "--nats-url", nats.url, "--store", str(root), "--json")
     assert result.returncode == 3, result.stderr
-    report = json.loads(result.stdout)
-    sfs = next(s for s in report["streams"] if s["stream"] == "SFS")
+    rows = json.loads(result.stdout)
+    sfs = next(s for s in rows if s["stream"] == "SFS")
     assert not sfs["ok"] and any(victim in p for p in sfs["verify_problems"] + [sfs["error"] or ""])
-    assert next(s for s in report["streams"] if s["stream"] == "AUTH")["ok"]
+    assert next(s for s in rows if s["stream"] == "AUTH")["ok"]
     assert stream_names(nats.url) == before
 
 
@@ -109,5 +110,5 @@ def test_drill_of_a_stream_with_kv_delete_markers_passes(nats: NatsServer, tmp_p
     asyncio.run(run(settings(nats.url, str(root))))
     result = run_cli("drill", "--nats-url", nats.url, "--store", str(root), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    (s,) = json.loads(result.stdout)["streams"]
+    (s,) = json.loads(result.stdout)
     assert (s["archived"], s["restored"], s["matched"], s["differences"]) == (2, 2, 2, 0)

@@ -12,8 +12,9 @@ from s3server import FaultProxy
 from test_archive import add_streams
 
 from archiver.archive.cutter import FileLimits
-from archiver.archive.lease import LeaseHeld, LeaseLost, Leases
+from archiver.archive.lease import Leases
 from archiver.archive.run import run
+from archiver.errors import LeaseHeld, LeaseLost
 from archiver.store.open import S3Options
 from archiver.store.s3 import S3Store
 

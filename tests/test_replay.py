@@ -128,7 +128,7 @@ def test_filters_and_ranges_select_exactly_and_map_subjects(
         "restore.{{wildcard(2)}}.{{wildcard(1)}}",
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    (summary,) = json.loads(result.stdout)
     want = [
         m
         for m in source
@@ -173,7 +173,7 @@ def test_reserved_headers_arrive_renamed_and_nothing_is_dropped(
     nats, root, _source = archived
     result = replay(nats, root, "--subject-prefix", "restore")
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    (summary,) = json.loads(result.stdout)
     assert summary["published"] == 300 and summary["duplicates"] == 0
     got = stored(nats.url, "RESTORE")
     assert len(got) == 300
@@ -199,7 +199,7 @@ def test_the_same_replay_twice_stores_each_message_once(
     assert first.returncode == 0, first.stderr
     second = replay(nats, root, "--subject-prefix", "restore")
     assert second.returncode == 0, second.stderr
-    assert json.loads(second.stdout)["duplicates"] == 300
+    assert json.loads(second.stdout)[0]["duplicates"] == 300
     assert len(stored(nats.url, "RESTORE")) == 300
     rows = pq.read_table(tmp_path / "map.parquet").to_pylist()
     assert [r["archive_seq"] for r in rows] == list(range(1, 301))
@@ -228,7 +228,7 @@ def test_dry_run_sends_nothing_and_counts(
         nats, root, "--dry-run", "--subject", "auth.user.u2.*", "--subject-prefix", "restore"
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    (summary,) = json.loads(result.stdout)
     want = [m for m in source if m.subject.startswith("auth.user.u2.")]
     assert summary["matched"] == len(want) and summary["published"] == 0
     counts: dict[str, int] = {}
@@ -303,7 +303,7 @@ def test_interrupted_replay_resumes_with_each_message_once(
     time.sleep(1.5)
     resumed = run_cli(*cmd[3:], "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stdout)
+    (summary,) = json.loads(resumed.stdout)
     assert summary["resumed_after_seq"] is not None and summary["skipped"] > 0
     got = stored(nats.url, "RESTORE")
     ids = [m.raw_header.split(b"\r\n")[1] for m in got if m.raw_header]
@@ -380,7 +380,7 @@ def test_kv_delete_markers_only_with_the_flag(nats: NatsServer, tmp_path: Path) 
     base = ["replay", "--nats-url", nats.url, "--store", root, "--stream", "KVLIKE", "--json"]
     plain = run_cli(*base, "--subject-prefix", "restore")
     assert plain.returncode == 0, plain.stderr
-    assert json.loads(plain.stdout)["skipped"] == 2
+    assert json.loads(plain.stdout)[0]["skipped"] == 2
     assert [m.subject for m in stored(nats.url, "RESTORE")] == ["restore.kv.a", "restore.kv.c"]
     both = run_cli(*base, "--subject-prefix", "restore", "--include-delete-markers")
     assert both.returncode == 0, both.stderr
@@ -437,5 +437,5 @@ def test_rate_paces_the_replay(archived: tuple[NatsServer, str, list[StoredMessa
     nats, root, _ = archived
     result = replay(nats, root, "--subject-prefix", "restore", "--to-seq", "150", "--rate", "100")
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    (summary,) = json.loads(result.stdout)
     assert summary["published"] == 150 and summary["seconds"] >= 1.4  # 150 at 100/s

@@ -25,19 +25,11 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from archiver.errors import SourceError
+from archiver.errors import LeaseHeld, LeaseLost, SourceError
 
 log = logging.getLogger(__name__)
 
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class LeaseHeld(SourceError):
-    """Another archiver holds this stream's lease."""
-
-
-class LeaseLost(SourceError):
-    """Our lease expired or was taken: stop writing at once."""
 
 
 def lease_key(stream: str) -> str:

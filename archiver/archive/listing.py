@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from archiver.config import Settings
 from archiver.errors import DataFileCorrupt
 from archiver.format import catalog
 from archiver.format.reader import read_footer
+from archiver.render import table
 from archiver.store import open_store
 
 
-def list_files(settings: Settings, streams: tuple[str, ...]) -> list[dict[str, object]]:
+@dataclass(slots=True)
+class Listing:
+    """What ``archiver ls`` found: a row per data file."""
+
+    files: list[dict[str, object]]
+    COLUMNS = ("stream", "key", "first_seq", "last_seq", "rows", "bytes", "first_time", "last_time")
+
+    def as_json(self) -> list[dict[str, object]]:
+        return self.files
+
+    def text(self) -> str:
+        return table(self.files, self.COLUMNS)
+
+    @property
+    def exit_code(self) -> int:
+        return 0
+
+
+def list_files(settings: Settings, streams: tuple[str, ...]) -> Listing:
     """One row per data file, in stream and key order; footers read by byte range."""
     store = open_store(settings.store_url, settings.s3)
     store.check()
     rows: list[dict[str, object]] = []
-    for stream in streams or tuple(catalog.streams_in_archive(store)):
+    for stream in catalog.choose_streams(store, streams):
         for f in catalog.data_files(store, stream):
             try:
                 meta = read_footer(store, f)
@@ -34,4 +55,4 @@ def list_files(settings: Settings, streams: tuple[str, ...]) -> list[dict[str, o
                     "last_time": meta.get("last_time"),
                 }
             )
-    return rows
+    return Listing(rows)

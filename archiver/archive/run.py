@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import json
 import logging
 import time
@@ -20,20 +19,26 @@ import zstandard
 
 from archiver import failpoints
 from archiver.archive.cutter import Cutter
-from archiver.archive.lease import Lease, LeaseHeld, Leases
+from archiver.archive.generation import check_boundary, effective_generation
+from archiver.archive.holes import HoleFinder, fresh_info
+from archiver.archive.lease import Lease, Leases
+from archiver.archive.select import is_selected, select_streams
 from archiver.config import Settings
-from archiver.errors import AlreadyExists, ArchiverError, DataAtRisk, SourceError, UsageError
+from archiver.errors import (
+    AlreadyExists,
+    DataAtRisk,
+    LeaseHeld,
+    SourceError,
+    stream_failure,
+)
 from archiver.format import catalog, layout
 from archiver.format.batch import Batch
-from archiver.format.catalog import DataFile
-from archiver.format.gaps import Gap, GapKind, classify
-from archiver.format.reader import read_footer
-from archiver.nats.api import StreamInfo, get_message, list_all_streams, stream_info
+from archiver.format.gaps import Gap, GapKind
+from archiver.nats.api import StreamInfo, list_all_streams
 from archiver.nats.conn import RawClient, connect
 from archiver.nats.reader import reader_for
-from archiver.replay.headers import CHECKPOINT_BUCKET
+from archiver.render import Rows, table, worst
 from archiver.store import Store, open_store
-from archiver.timefmt import format_ns
 
 log = logging.getLogger(__name__)
 
@@ -77,60 +82,34 @@ class StreamResult:
         }
 
 
-class HoleFinder:
-    """Finds the sequences a reader skipped, and classifies them."""
+@dataclass(slots=True)
+class RunReport(Rows[StreamResult]):
+    """What ``archiver run`` did: a summary row per stream."""
 
-    def __init__(self, nc: RawClient, info: StreamInfo, next_seq: int, first_run: bool) -> None:
-        self.nc = nc
-        self.info = info
-        self.next_seq = next_seq
-        # A generation's first run did not promise what was gone before it started.
-        self.head_at_first_run = info.first_seq if first_run else 0
-        # WorkQueue and Interest streams remove what their consumers take, by design.
-        self.removed = GapKind.CONSUMED if info.needs_consumerless_read else GapKind.EXPIRED
+    streams: list[StreamResult]
+    COLUMNS = (
+        "stream",
+        "from_seq",
+        "to_seq",
+        "messages",
+        "files",
+        "bytes_in",
+        "bytes_out",
+        "seconds",
+        "lost",
+        "skipped",
+        "error",
+    )
 
-    async def holes_before(self, seqs: list[int]) -> list[Gap]:
-        """Holes between the expected next sequence and each of ``seqs`` (ascending)."""
-        raw: list[tuple[int, int]] = []
-        expected = self.next_seq
-        for seq in seqs:
-            if seq != expected:
-                raw.append((expected, seq - 1))
-            expected = seq + 1
-        self.next_seq = expected
-        return await self._classify(raw)
+    def as_json(self) -> list[dict[str, object]]:
+        return [r.as_json() for r in self.streams]
 
-    async def holes_up_to(self, end_seq: int) -> list[Gap]:
-        """The trailing hole after the last message read, up to ``end_seq``."""
-        if self.next_seq > end_seq:
-            return []
-        raw = [(self.next_seq, end_seq)]
-        self.next_seq = end_seq + 1
-        return await self._classify(raw)
+    def text(self) -> str:
+        return table(self.as_json(), self.COLUMNS)
 
-    async def _classify(self, raw: list[tuple[int, int]]) -> list[Gap]:
-        if not raw:
-            return []
-        # The head only moves up: what lies below it now was removed from the head.
-        head_now = (await _fresh_info(self.nc, self.info.name)).first_seq
-        return [
-            g
-            for a, b in raw
-            for g in classify(
-                a,
-                b,
-                head_now=head_now,
-                head_at_first_run=self.head_at_first_run,
-                removed=self.removed,
-            )
-        ]
-
-
-async def _fresh_info(nc: RawClient, name: str) -> StreamInfo:
-    try:
-        return await stream_info(nc, name)
-    except UsageError as exc:
-        raise SourceError(f"stream {name} disappeared during the run") from exc
+    @property
+    def exit_code(self) -> int:
+        return worst([r.exit_code for r in self.streams])
 
 
 async def archive_stream(
@@ -146,7 +125,7 @@ async def archive_stream(
     try:
         # Read the stream's state only now that it is ours: a run that held the lease
         # before us may have archived further, or the stream may have been recreated.
-        info = await _fresh_info(nc, name)
+        info = await fresh_info(nc, name)
         generation = await effective_generation(nc, store, info)
         done = await asyncio.to_thread(catalog.resume_after, store, name, generation)
         if done > info.last_seq:
@@ -155,17 +134,15 @@ async def archive_stream(
                 f"{done}: the stream lost messages or was rebuilt",
                 hint="investigate before archiving more; nothing was written",
             )
-        await _check_boundary(nc, store, info, generation, done)
+        await check_boundary(nc, store, info, generation, done)
         result = StreamResult(name, done + 1, info.last_seq, generation=generation)
         if done < info.last_seq:
             lease.start_keepalive()
             try:
                 await _copy(nc, store, settings, lease, info, generation, done, result)
-            except ArchiverError as exc:
+            except Exception as exc:
                 # Keep what was committed before the failure in the summary.
-                result.error = f"{exc}; {exc.hint}" if exc.hint else str(exc)
-                result.error_exit = exc.exit_code
-                log.error("%s: %s", name, result.error, extra=result.log_fields())
+                result.error, result.error_exit = stream_failure(exc, name, log)
     finally:
         await lease.release()
     result.seconds = round(time.monotonic() - started, 3)
@@ -180,61 +157,6 @@ async def archive_stream(
         extra=result.log_fields(),
     )
     return result
-
-
-async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) -> str:
-    """The generation to archive into: the stream's, unless it only looks new.
-
-    Some nats-server releases change a stream's creation time on a restart or a config
-    update. A stream whose "new" generation has nothing archived yet, but whose message
-    at the previous generation's last archived seq is the very message archived there,
-    is the same stream: continuing that generation avoids archiving it all again.
-    """
-    current = info.generation
-    if await asyncio.to_thread(catalog.resume_after, store, info.name, current):
-        return current
-    previous = await asyncio.to_thread(catalog.newest_other_generation, store, info.name, current)
-    if previous is None or previous.name.last_seq > info.last_seq:
-        return current  # sequences restarted: a new stream
-    if await _holds_archived_message(nc, store, info.name, previous):
-        log.warning(
-            "%s: creation time changed but seq %d still holds the archived message; "
-            "continuing generation %s",
-            info.name,
-            previous.name.last_seq,
-            previous.name.generation,
-        )
-        return previous.name.generation
-    return current
-
-
-async def _holds_archived_message(nc: RawClient, store: Store, stream: str, f: DataFile) -> bool:
-    meta = await asyncio.to_thread(read_footer, store, f)
-    server = await get_message(nc, stream, f.name.last_seq)
-    return server is not None and str(server.time_ns) == meta.get("last_time_ns")
-
-
-async def _check_boundary(
-    nc: RawClient, store: Store, info: StreamInfo, generation: str, done: int
-) -> None:
-    """The server's message at our last archived seq must be the one we archived.
-
-    A cluster that lost acknowledged writes and then took new ones can have a last
-    sequence above ours while the sequences themselves now hold other messages.
-    """
-    if done < info.first_seq:
-        return
-    newest = await asyncio.to_thread(catalog.last_file, store, info.name, generation)
-    if newest is None or newest.name.last_seq != done:
-        return
-    meta = await asyncio.to_thread(read_footer, store, newest)
-    server = await get_message(nc, info.name, done)
-    if server is not None and str(server.time_ns) != meta.get("last_time_ns"):
-        raise DataAtRisk(
-            f"stream {info.name} diverged from the archive: seq {done} now holds a message "
-            f"stored at {format_ns(server.time_ns)}, not the archived {meta.get('last_time')}",
-            hint="the stream lost and rewrote messages; investigate before archiving more",
-        )
 
 
 async def _copy(
@@ -334,40 +256,7 @@ def _count(result: StreamResult, record: Callable[[list[Gap]], None], gaps: list
             result.consumed += g.count
 
 
-def select_streams(
-    all_infos: list[StreamInfo], settings: Settings, unavailable: list[str] | None = None
-) -> list[StreamInfo]:
-    """The streams a run covers: those named (all must exist), or all minus excluded.
-    ``unavailable`` names exist too, but are left to the caller."""
-    by_name = {i.name: i for i in all_infos}
-    lease_stream = f"KV_{settings.lease_bucket}"
-    if settings.streams:
-        unknown = [s for s in settings.streams if s not in by_name and s not in (unavailable or [])]
-        known = sorted(set(by_name) - {lease_stream})
-        if unknown:
-            raise UsageError(
-                f"unknown stream {', '.join(unknown)}",
-                hint=f"streams on the server: {', '.join(known) or 'none'}",
-            )
-        return [by_name[s] for s in settings.streams if s in by_name]
-    return [i for i in all_infos if is_selected(i.name, settings)]
-
-
-def is_selected(name: str, settings: Settings) -> bool:
-    if settings.streams:
-        return name in settings.streams
-    # The archiver's own state (leases, replay checkpoints, drills' scratch streams) is
-    # not worth archiving.
-    exclude = (
-        *settings.exclude,
-        f"KV_{settings.lease_bucket}",
-        f"KV_{CHECKPOINT_BUCKET}",
-        "DRILL_*",
-    )
-    return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
-
-
-async def run(settings: Settings) -> list[StreamResult]:
+async def run(settings: Settings) -> RunReport:
     """Archive every selected stream once. Raises on errors that stop the whole run."""
     settings.nats.check()  # before the store is touched: nothing written on bad input
     store = open_store(settings.store_url, settings.s3)
@@ -384,20 +273,12 @@ async def run(settings: Settings) -> list[StreamResult]:
         for info in infos:
             try:
                 results.append(await archive_stream(nc, store, settings, leases, info.name))
-            except ArchiverError as exc:
+            except Exception as exc:
                 # One stream's trouble must not keep the others from being archived.
-                hint = f"; {exc.hint}" if exc.hint else ""
-                log.error("%s: %s%s", info.name, exc, hint, extra={"stream": info.name})
-                results.append(
-                    StreamResult(
-                        info.name,
-                        0,
-                        info.last_seq,
-                        generation=info.generation,
-                        error=f"{exc}{hint}",
-                        error_exit=exc.exit_code,
-                    )
-                )
-        return results
+                error, code = stream_failure(exc, info.name, log)
+                failed = StreamResult(info.name, 0, info.last_seq, generation=info.generation)
+                failed.error, failed.error_exit = error, code
+                results.append(failed)
+        return RunReport(results)
     finally:
         await nc.close()

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
 import zstandard
 
-from archiver.archive.run import effective_generation, is_selected, select_streams
+from archiver.archive.generation import effective_generation
+from archiver.archive.select import is_selected, select_streams
 from archiver.config import Settings
-from archiver.errors import DataAtRisk
+from archiver.errors import DataAtRisk, stream_failure
 from archiver.format import catalog, layout
 from archiver.format.gaps import decode_record, lost_count
 from archiver.nats.api import StreamInfo, get_message, list_all_streams
 from archiver.nats.conn import RawClient, connect
+from archiver.render import EXIT_DATA, EXIT_OK, Rows, table, worst
 from archiver.store import Store, open_store
+
+log = logging.getLogger(__name__)
 
 
 class State(StrEnum):
     OK = "ok"
     AT_RISK = "at-risk"
     LOST = "lost"
+    UNKNOWN = "unknown"
+    """The stream's status could not be found out: ``error`` says why (exit 1)."""
 
 
 @dataclass(slots=True)
@@ -38,11 +45,68 @@ class StreamStatus:
     generation: str
     lost: int
     """Messages recorded as expired before archiving, plus any expiring unarchived now."""
+    error: str | None = None
+    error_exit: int = 0
+
+    @classmethod
+    def failed(cls, info: StreamInfo, error: str, code: int) -> StreamStatus:
+        """The row of a stream whose status could not be found out."""
+        return cls(
+            info.name,
+            info.first_seq,
+            info.last_seq,
+            0,
+            0,
+            None,
+            None,
+            State.UNKNOWN,
+            info.generation,
+            0,
+            error,
+            code,
+        )
+
+    @property
+    def exit_code(self) -> int:
+        if self.state is State.UNKNOWN:
+            return self.error_exit
+        return EXIT_OK if self.state is State.OK else EXIT_DATA
 
     def as_json(self) -> dict[str, object]:
         out = asdict(self)
         out["state"] = str(self.state)
+        del out["error_exit"]
         return out
+
+
+@dataclass(slots=True)
+class StatusReport(Rows[StreamStatus]):
+    """What ``archiver status`` found: a row per stream."""
+
+    streams: list[StreamStatus]
+    COLUMNS = (
+        "stream",
+        "first_seq",
+        "last_seq",
+        "archived_seq",
+        "behind",
+        "oldest_unarchived_age_s",
+        "expires_in_s",
+        "state",
+    )
+
+    def as_json(self) -> list[dict[str, object]]:
+        return [s.as_json() for s in self.streams]
+
+    def text(self) -> str:
+        rows = table(self.as_json(), self.COLUMNS)
+        errors = [f"{s.stream}: {s.error}" for s in self.streams if s.error]
+        return "\n".join([rows, *errors])
+
+    @property
+    def exit_code(self) -> int:
+        """3 when a stream is at risk or lost, else 1 when one is unknown, else 0."""
+        return worst([s.exit_code for s in self.streams])
 
 
 def _recorded_loss(store: Store, stream: str, generation: str) -> int:
@@ -98,7 +162,7 @@ async def stream_status(
     )
 
 
-async def status(settings: Settings, skip_unavailable: bool = False) -> list[StreamStatus]:
+async def status(settings: Settings, skip_unavailable: bool = False) -> StatusReport:
     """Each selected stream's status. A stream the server cannot report on (its node is
     down) fails the whole call, unless ``skip_unavailable`` (after a run, which has
     reported those streams already)."""
@@ -112,6 +176,12 @@ async def status(settings: Settings, skip_unavailable: bool = False) -> list[Str
         if not skip_unavailable:
             replace(listing, unavailable=unavailable).all_available()
         infos = select_streams(listing.infos, settings, listing.unavailable)
-        return [await stream_status(nc, store, i, settings.at_risk_margin_s) for i in infos]
+        found = []
+        for info in infos:
+            try:
+                found.append(await stream_status(nc, store, info, settings.at_risk_margin_s))
+            except Exception as exc:
+                found.append(StreamStatus.failed(info, *stream_failure(exc, info.name, log)))
+        return StatusReport(found)
     finally:
         await nc.close()

@@ -1,5 +1,7 @@
-"""The ``archiver`` command line: a thin click layer over one library function each."""
+"""The ``archiver`` command line: each command parses its flags, calls one library
+function, and prints the result, which renders itself (``archiver.render``)."""
 
-from archiver.cli.commands import main
+from archiver.cli import archive, proof, replay
+from archiver.cli.app import main
 
-__all__ = ["main"]
+__all__ = ["archive", "main", "proof", "replay"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from archiver.errors import UsageError
 from archiver.format import layout
 from archiver.format.layout import FileName, GapName
 from archiver.store.base import Store
@@ -78,6 +79,19 @@ def resume_after(store: Store, stream: str, generation: str) -> int:
     gaps = [g.last_seq for g in gap_records(store, stream, generation)]
     newest = last_file(store, stream, generation)
     return max([*gaps, newest.name.last_seq if newest else 0])
+
+
+def choose_streams(store: Store, names: tuple[str, ...]) -> list[str]:
+    """The archived streams a command covers: those named, each of which the archive
+    must hold, or every stream in the archive."""
+    known = streams_in_archive(store)
+    unknown = [s for s in names if s not in known]
+    if unknown:
+        raise UsageError(
+            f"the archive holds no stream {', '.join(unknown)}",
+            hint=f"streams in the archive: {', '.join(known) or 'none'}; check --store",
+        )
+    return list(names) or known
 
 
 def streams_in_archive(store: Store) -> list[str]:

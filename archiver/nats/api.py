@@ -9,9 +9,9 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from archiver.errors import SourceError, UsageError
+from archiver.errors import ApiError, SourceError, UsageError
 from archiver.format.layout import generation_of
-from archiver.nats.conn import ApiError, js_api
+from archiver.nats.conn import js_api
 from archiver.timefmt import parse_rfc3339_ns
 
 STREAM_NOT_FOUND = 10059

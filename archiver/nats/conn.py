@@ -22,7 +22,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from archiver.errors import SourceError, UsageError
+from archiver.errors import ApiError, SourceError, UsageError
 from archiver.nats import parser as natsparser
 from archiver.nats.parser import RawHandler
 
@@ -193,15 +193,6 @@ async def _log_disconnect() -> None:
 async def _log_reconnect() -> None:
     log.warning("nats: reconnected")
 
-
-class ApiError(SourceError):
-    """The JetStream API answered with an error."""
-
-    def __init__(self, subject: str, code: int, err_code: int, description: str) -> None:
-        super().__init__(f"JetStream API {subject}: {description} (code {code}/{err_code})")
-        self.code = code
-        self.err_code = err_code
-        self.description = description
 
 
 async def js_api(

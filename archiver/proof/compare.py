@@ -8,20 +8,23 @@ the other. Memory holds one row group and one batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
-from archiver.archive.run import effective_generation
+from archiver.archive.generation import effective_generation
 from archiver.config import Settings
-from archiver.errors import UsageError
+from archiver.errors import UsageError, stream_failure
 from archiver.format import catalog
 from archiver.format.batch import Batch
 from archiver.nats.api import stream_info
 from archiver.nats.conn import RawClient, connect
 from archiver.nats.reader import reader_for
-from archiver.proof.verify import StreamReport
+from archiver.proof.findings import StreamReport, VerifyReport
 from archiver.replay.selection import Selection, iter_rows, iter_selected
 from archiver.store import Store, open_store
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["seq", "subject", "time_ns", "raw_headers", "data"]
 Row = tuple[int, str, int, bytes | None, bytes]
@@ -108,12 +111,17 @@ async def compare_report(nc: RawClient, store: Store, report: StreamReport) -> N
     ranges.close()
 
 
-async def compare_with_nats(settings: Settings, reports: list[StreamReport]) -> None:
+async def compare_with_nats(settings: Settings, verified: VerifyReport) -> None:
     """Add the differences to each report (of the stream's current generation)."""
     store = open_store(settings.store_url, settings.s3)
     nc = await connect(settings.nats)
     try:
-        for report in reports:
-            await compare_report(nc, store, report)
+        for report in verified.streams:
+            if report.error:
+                continue
+            try:
+                await compare_report(nc, store, report)
+            except Exception as exc:
+                report.error, report.error_exit = stream_failure(exc, report.stream, log)
     finally:
         await nc.close()

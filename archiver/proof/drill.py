@@ -12,32 +12,40 @@ an SVG chart of archive coverage per hour beside it.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import nats.errors
 
 from archiver.config import Settings
-from archiver.errors import ArchiverError, DataFileCorrupt, SourceError, UsageError
+from archiver.errors import (
+    ArchiverError,
+    DataFileCorrupt,
+    SourceError,
+    UsageError,
+    stream_failure,
+)
 from archiver.format import catalog
 from archiver.format.reader import read_footer
 from archiver.nats.api import stream_info
 from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
 from archiver.nats.reader import ConsumerReader
-from archiver.proof.coverage import coverage_svg
-from archiver.proof.verify import PROBLEMS, verify_generation
+from archiver.proof.findings import PROBLEMS
+from archiver.proof.verify import verify_generation
+from archiver.render import EXIT_DATA, EXIT_OK
 from archiver.replay import ReplayOptions, replay
 from archiver.replay.headers import is_delete_marker, message_id, replay_block
 from archiver.replay.mapping import SubjectMapper
 from archiver.replay.selection import Selection, iter_rows, iter_selected, select_files
 from archiver.store import Store, open_store
 from archiver.timefmt import format_ns
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["seq", "subject", "time_ns", "raw_headers", "data"]
 MAX_LISTED = 20
@@ -70,6 +78,10 @@ class StreamDrill:
             and self.restored == self.archived
         )
 
+    def notes(self) -> list[str]:
+        """What went wrong, a line each: verify's problems, differences, the error."""
+        return self.verify_problems + self.examples + ([self.error] if self.error else [])
+
 
 @dataclass
 class DrillReport:
@@ -83,12 +95,36 @@ class DrillReport:
     def ok(self) -> bool:
         return all(s.ok for s in self.streams)
 
-    def as_json(self) -> dict[str, Any]:
+    @property
+    def exit_code(self) -> int:
+        """0 when every restored message matched the archive, 3 otherwise."""
+        return EXIT_OK if self.ok else EXIT_DATA
+
+    def document(self) -> dict[str, Any]:
+        """The whole report, as the ``--report`` JSON file holds it."""
         out = asdict(self)
         out["ok"] = self.ok
         for s, raw in zip(self.streams, out["streams"], strict=True):
             raw["ok"] = s.ok
         return out
+
+    def as_json(self) -> list[dict[str, object]]:
+        """A row per stream, each with the drill's own fields."""
+        drill = {k: v for k, v in self.document().items() if k not in ("streams", "ok")}
+        return [{**row, **drill} for row in self.document()["streams"]]
+
+    def text(self) -> str:
+        lines = []
+        for s in self.streams:
+            lines.append(
+                f"{s.stream}: {'ok' if s.ok else 'FAILED'}: {s.restored}/{s.archived} restored, "
+                f"{s.matched} matched, {s.differences} differ; RTO {s.rto_seconds}s "
+                f"({s.restore_msgs_per_s} msgs/s); RPO {s.rpo_seconds}s"
+            )
+            lines += [
+                f"  {t}" for t in s.verify_problems + s.examples + ([s.error] if s.error else [])
+            ]
+        return "\n".join(lines)
 
 
 def _now() -> str:
@@ -259,7 +295,7 @@ async def drill(
     settings.nats.check()
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
-    names = streams or tuple(await asyncio.to_thread(catalog.streams_in_archive, store))
+    names = await asyncio.to_thread(catalog.choose_streams, store, streams)
     if not names:
         raise UsageError("the archive holds no streams to drill", hint="check --store")
     target = (
@@ -274,9 +310,13 @@ async def drill(
     source = nc if target is settings.nats else await _maybe_connect(settings.nats)
     try:
         for stream in names:
-            report.streams.append(
-                await _drill_stream(settings, nc, source, store, target, stream, since_ns, keep)
-            )
+            try:
+                drilled = await _drill_stream(
+                    settings, nc, source, store, target, stream, since_ns, keep
+                )
+            except Exception as exc:
+                drilled = StreamDrill(stream, error=stream_failure(exc, stream, log)[0])
+            report.streams.append(drilled)
     finally:
         if source is not None and source is not nc:
             await source.close()
@@ -290,59 +330,3 @@ async def _maybe_connect(opts: NatsOptions) -> RawClient | None:
         return await connect(opts)
     except ArchiverError:
         return None  # the source may be the very thing that is down: RPO from the archive
-
-
-def write_reports(report: DrillReport, store: Store, path: Path) -> list[Path]:
-    """JSON at ``path`` (.json), Markdown and the SVG coverage chart beside it."""
-    base = path.with_suffix("")
-    json_path, md_path, svg_path = (base.with_suffix(s) for s in (".json", ".md", ".svg"))
-    json_path.write_text(json.dumps(report.as_json(), indent=2))
-    svg_path.write_text(coverage_svg(store, [s.stream for s in report.streams]))
-    md_path.write_text(_markdown(report, svg_path.name))
-    return [json_path, md_path, svg_path]
-
-
-def _markdown(report: DrillReport, chart: str) -> str:
-    verdict = "PASSED" if report.ok else "FAILED"
-    lines = [
-        f"# Disaster-recovery drill: {verdict}",
-        "",
-        f"- Started {report.started_at}, finished {report.finished_at}",
-        f"- Restored into scratch streams on {report.target}"
-        + (f", messages since {report.since}" if report.since else ""),
-        "",
-        "| stream | archived | restored | matched | differences | RTO s | msgs/s | RPO s "
-        "| live not archived | verify |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for s in report.streams:
-        cells = [
-            s.stream,
-            s.archived,
-            s.restored,
-            s.matched,
-            s.differences,
-            s.rto_seconds,
-            s.restore_msgs_per_s,
-            _dash(s.rpo_seconds),
-            _dash(s.live_not_archived),
-            "ok" if not s.verify_problems else "PROBLEMS",
-        ]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    for s in report.streams:
-        for text in s.verify_problems + s.examples + ([s.error] if s.error else []):
-            lines.append(f"- {s.stream}: {text}")
-    lines += [
-        "",
-        f"![archive coverage per hour]({chart})",
-        "",
-        "RTO: time to restore the selection into a scratch stream. RPO: age of the newest "
-        "archived message at drill time; live not archived: messages the live stream holds "
-        "beyond the archive.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _dash(value: object) -> str:
-    return "-" if value is None else str(value)

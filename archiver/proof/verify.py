@@ -20,7 +20,7 @@ import bisect
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -28,78 +28,17 @@ import pyarrow.compute as pc
 import zstandard
 
 from archiver.config import Settings
-from archiver.errors import DataFileCorrupt, UsageError
+from archiver.errors import DataFileCorrupt, stream_failure
 from archiver.format import catalog, layout
 from archiver.format.catalog import DataFile
 from archiver.format.digest import ContentHash
 from archiver.format.gaps import Gap, GapKind, decode_record
 from archiver.format.reader import OpenFile, open_file
 from archiver.format.schema import check_schema
+from archiver.proof.findings import Finding, StreamReport, VerifyReport
 from archiver.store import Store, open_store
 
 log = logging.getLogger(__name__)
-
-PROBLEMS = ("damaged", "mismatch", "overlap", "missing", "differs")
-"""Finding kinds that mean the archive is not whole (exit 3)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    stream: str
-    generation: str
-    kind: str
-    first_seq: int
-    last_seq: int
-    key: str | None = None
-    detail: str = ""
-
-    @property
-    def count(self) -> int:
-        return self.last_seq - self.first_seq + 1
-
-
-@dataclass
-class StreamReport:
-    stream: str
-    generation: str
-    files: int = 0
-    rows: int = 0
-    first_seq: int = 0
-    last_seq: int = 0
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.kind in PROBLEMS for f in self.findings)
-
-    def add(
-        self, kind: str, first_seq: int, last_seq: int, key: str | None = None, detail: str = ""
-    ) -> None:
-        """Record a finding of this stream and generation."""
-        self.findings.append(
-            Finding(self.stream, self.generation, kind, first_seq, last_seq, key, detail)
-        )
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for f in self.findings:
-            out[f.kind] = out.get(f.kind, 0) + (
-                f.count if f.kind not in ("damaged", "mismatch") else 1
-            )
-        return out
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "stream": self.stream,
-            "generation": self.generation,
-            "ok": self.ok,
-            "files": self.files,
-            "rows": self.rows,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "counts": self.counts(),
-            "findings": [asdict(f) for f in self.findings],
-        }
 
 
 @dataclass(slots=True)
@@ -348,29 +287,35 @@ def _tile(
         report.add("missing", expected, end, None, "archived by a finished run, now in no file")
 
 
-def verify(settings: Settings, streams: tuple[str, ...]) -> list[StreamReport]:
+def verify(settings: Settings, streams: tuple[str, ...]) -> VerifyReport:
     """Verify the named streams (default: every stream in the archive)."""
     store = open_store(settings.store_url, settings.s3)
     store.check()
     reports = []
-    known = catalog.streams_in_archive(store)
-    unknown = [s for s in streams if s not in known]
-    if unknown:
-        raise UsageError(
-            f"the archive holds no stream {', '.join(unknown)}",
-            hint=f"streams in the archive: {', '.join(known) or 'none'}",
+    for stream in catalog.choose_streams(store, streams):
+        try:
+            reports += verify_stream(store, stream, settings.retention_s)
+        except Exception as exc:
+            failed = StreamReport(stream, "")
+            failed.error, failed.error_exit = stream_failure(exc, stream, log)
+            reports.append(failed)
+    return VerifyReport(reports)
+
+
+def verify_stream(store: Store, stream: str, retention_s: float | None) -> list[StreamReport]:
+    """A report per generation of the stream."""
+    files = catalog.data_files(store, stream)
+    generations = sorted(
+        {f.name.generation for f in files}
+        | {g.generation for g in catalog.gap_records(store, stream)}
+    )
+    if not generations:
+        report = StreamReport(stream, "")
+        report.add("missing", 1, 1, None, "no files at all")
+        return [report]
+    return [
+        verify_generation(
+            store, stream, g, [f for f in files if f.name.generation == g], retention_s
         )
-    for stream in streams or tuple(known):
-        files = catalog.data_files(store, stream)
-        generations = sorted(
-            {f.name.generation for f in files}
-            | {g.generation for g in catalog.gap_records(store, stream)}
-        )
-        if not generations:
-            report = StreamReport(stream, "")
-            report.add("missing", 1, 1, None, "no files at all")
-            reports.append(report)
-        for generation in generations:
-            mine = [f for f in files if f.name.generation == generation]
-            reports.append(verify_generation(store, stream, generation, mine, settings.retention_s))
-    return reports
+        for g in generations
+    ]

@@ -13,12 +13,10 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
+from archiver.config import CHECKPOINT_BUCKET
 from archiver.errors import SourceError
 from archiver.nats.api import StreamInfo, get_message, stream_info
 from archiver.nats.conn import RawClient
-from archiver.replay.headers import (
-    CHECKPOINT_BUCKET,
-)
 from archiver.replay.request import ReplayOptions
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from archiver.timefmt import format_ns
 
-CHECKPOINT_BUCKET = "archiver-replays"
-"""KV bucket on a replay's target holding each replay's acknowledged prefix."""
-
 _RESERVED = b"nats-"
 _RENAMED = b"Archive-"
 _KV_OPERATION = b"kv-operation"

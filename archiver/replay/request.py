@@ -51,5 +51,24 @@ class ReplaySummary:
     by_subject: dict[str, int] = field(default_factory=dict)
     sample_subjects: list[list[str]] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, object]:
-        return dict(self.__dict__)
+    def as_json(self) -> list[dict[str, object]]:
+        return [dict(self.__dict__)]
+
+    def text(self) -> str:
+        verb = "would publish" if self.dry_run else "published"
+        lines = [
+            f"{self.stream} (generation {self.generation}) -> {self.target} "
+            f"{', '.join(self.target_streams)}: {self.matched} matched, {verb} "
+            f"{self.matched if self.dry_run else self.published}, "
+            f"duplicates dropped {self.duplicates}, skipped {self.skipped}, "
+            f"{self.bytes:,} payload bytes, {self.seconds:.1f}s"
+        ]
+        if self.dry_run:
+            lines += [f"  {count:>10}  {subject}" for subject, count in self.by_subject.items()]
+            lines += [f"  e.g. {original} -> {mapped}" for original, mapped in self.sample_subjects]
+        return "\n".join(lines)
+
+    @property
+    def exit_code(self) -> int:
+        """A replay that returns has published (or planned) everything it matched."""
+        return 0

@@ -1,0 +1,132 @@
+"""The ``archiver`` group and what every command shares: settings, logging, one-line
+errors, and printing a result."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from archiver import __version__
+from archiver.config import Settings
+from archiver.errors import ArchiverError
+from archiver.render import Result, to_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="archiver")
+def main() -> None:
+    """Archive NATS JetStream streams to zstd Parquet in S3-compatible storage,
+    replay them into NATS, and prove the archive is complete.
+
+    Exit codes: 0 success, 1 operational error, 2 usage error or refused unsafe
+    action, 3 data at risk or lost.
+    """
+    _return_memory_promptly()
+
+
+def _return_memory_promptly() -> None:
+    """Use jemalloc with immediate decay for Arrow buffers where pyarrow has it.
+
+    Arrow's default allocator keeps freed row-group buffers around (40-55 MB measured
+    on a 1M-message run); a CronJob pod's memory limit is better spent elsewhere.
+    """
+    import pyarrow as pa
+
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:
+        logging.getLogger(__name__).debug("pyarrow built without jemalloc; default pool")
+
+
+def setup_logging(verbose: int, log_format: str = "text") -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "asctime": "time"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # nats-py logs reconnect chatter at error level on its own; ours says it once.
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    # botocore's debug lines carry request headers (signatures, session tokens): never.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _context_meta()["log_format"] = log_format
+
+
+def _context_meta() -> dict[str, Any]:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta if ctx is not None else {}
+
+
+def say(exc: ArchiverError) -> None:
+    """The one line a user sees for an error: JSON when the logs are JSON."""
+    if _context_meta().get("log_format") == "json":
+        line = json.dumps({"level": "ERROR", "message": exc.line(), "exit_code": exc.exit_code})
+    else:
+        line = f"archiver: error: {exc.line()}"
+    click.echo(line, err=True)
+
+
+def with_errors(func: F) -> F:
+    """Our errors end the command with one line and their exit code; Ctrl-C and SIGTERM
+    with one line and 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ArchiverError as exc:
+            say(exc)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("archiver: interrupted; nothing half-written was committed", err=True)
+            sys.exit(INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(params: dict[str, Any]) -> Settings:
+    """Logging first (so resolving can log), then flags > env > policy > defaults."""
+    from archiver.config import resolve
+
+    setup_logging(params.get("verbose", 0), params.get("log_format") or "text")
+    return resolve(params)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def finish(result: Result, as_json: bool, deliver: Callable[[], None] | None = None) -> None:
+    """Print the result, then deliver its metrics, then exit with the worse code: a
+    metrics failure is one line and must not hide what the command did."""
+    click.echo(to_json(result) if as_json else result.text())
+    code = result.exit_code
+    if deliver is not None:
+        try:
+            deliver()
+        except ArchiverError as exc:
+            say(exc)
+            code = max(code, exc.exit_code)
+    sys.exit(code)

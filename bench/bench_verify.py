@@ -296,11 +296,11 @@ def profile_verify(archive: dict[str, Any], out_path: Path) -> tuple[dict[str, A
     parts = {
         "read_row_group (decompress + decode, page CRCs)": cumulative("read_row_group"),
         "sha256 of the columns (hashlib update)": own("update' of '_hashlib.HASH"),
-        "ContentHash.update without sha256": cumulative("update", "segment.py")
+        "ContentHash.update without sha256": cumulative("update", "digest.py")
         - own("update' of '_hashlib.HASH"),
         "seq checks (_read_rows without the above)": cumulative("_read_rows")
         - cumulative("read_row_group")
-        - cumulative("update", "segment.py"),
+        - cumulative("update", "digest.py"),
         "opening files and footers (ParquetFile)": cumulative("__init__", "parquet/core.py"),
     }
     total = float(stats.total_tt)  # type: ignore[attr-defined]

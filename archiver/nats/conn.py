@@ -23,7 +23,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from archiver.errors import ApiError, SourceError, UsageError
-from archiver.nats import parser as natsparser
+from archiver.nats import parser
 from archiver.nats.parser import RawHandler
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class RawClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._raw_handlers: dict[int, RawHandler] = {}
-        natsparser.install(self)
+        parser.install(self)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None

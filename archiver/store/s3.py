@@ -13,32 +13,28 @@ traceback, and never with a secret in it.
 from __future__ import annotations
 
 import builtins  # the method `list` shadows the type inside the class
-import functools
 import hashlib
 from collections.abc import Iterator
 from contextlib import closing, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
+from typing import IO, TYPE_CHECKING, Any
 
-import boto3
-import botocore.session
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
 )
 
 from archiver import failpoints
 from archiver.errors import AlreadyExists, StoreError
 from archiver.store.base import ObjectInfo
 from archiver.store.open import S3Options
+from archiver.store.s3client import (
+    error_code,
+    http_status,
+    make_client,
+    redact,
+    translate,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -48,79 +44,11 @@ if TYPE_CHECKING:
 _MAX_PARTS = 10_000
 _CHUNK = 1024 * 1024
 
-_CHAIN_HINT = (
-    "credentials come from the standard AWS chain: AWS_ACCESS_KEY_ID and "
-    "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity (IRSA), pod identity or an "
-    "instance role"
-)
-_ENDPOINT_HINT = "check --s3-endpoint / AWS_ENDPOINT_URL"
-_CREDENTIAL_CODES = frozenset(
-    {
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidToken",
-        "ExpiredToken",
-        "TokenRefreshRequired",
-        "InvalidClientTokenId",
-    }
-)
 # A conditional write lost: 412 when the key exists, 409 when another write raced ours.
 PROBE_KEY = "_probe/no-clobber"
 PROBE_BODY = b"nats-archiver checks that this store refuses to overwrite objects\n"
 _TAKEN_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _BotoError = (BotoCoreError, ClientError)
-
-
-def _redact(url: str) -> str:
-    """The endpoint without any ``user:password@`` part, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host  # IPv6
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def make_client(options: S3Options) -> S3Client:
-    """A boto3 S3 client configured from ``options``; credentials from the AWS chain."""
-    checksum = cast(Literal["when_supported", "when_required"], options.checksum)
-    config = Config(
-        region_name=options.region,
-        s3={"addressing_style": cast(Literal["auto", "virtual", "path"], options.addressing_style)},
-        request_checksum_calculation=checksum,
-        response_checksum_validation=checksum,
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-        # total_max_attempts counts the first try; plain "max_attempts" would not.
-        retries={"mode": "standard", "total_max_attempts": options.max_attempts},
-    )
-    return _session().client("s3", endpoint_url=options.endpoint_url, config=config)
-
-
-def _session() -> boto3.session.Session:
-    """A fresh session per store: a shared one would cache credentials process-wide
-    (across stores, and across tests that change them). Only the parsed API models
-    are shared, which makes a second store ~5x cheaper to create.
-    """
-    core = botocore.session.Session()
-    core.register_component("data_loader", _shared_loader())
-    return boto3.session.Session(botocore_session=core)
-
-
-@functools.cache
-def _shared_loader() -> Any:
-    return botocore.session.Session().get_component("data_loader")
 
 
 class S3Store:
@@ -147,7 +75,7 @@ class S3Store:
     @property
     def endpoint(self) -> str:
         """The endpoint actually used, including one boto3 took from the environment."""
-        return _redact(self._client.meta.endpoint_url)
+        return redact(self._client.meta.endpoint_url)
 
     def _write_args(self) -> dict[str, Any]:
         """Encryption and storage class, shared by PutObject and CreateMultipartUpload."""
@@ -170,50 +98,9 @@ class S3Store:
     def _where(self, key: str | None) -> str:
         return f"s3://{self.bucket}/{self._key(key)}" if key is not None else self.describe()
 
-    # -- errors ---------------------------------------------------------------------
-
     def _error(self, exc: Exception, doing: str, key: str | None = None) -> StoreError:
         """One clear line for a botocore error. ``key`` None means a bucket-level call."""
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-            return StoreError("no usable AWS credentials found", hint=_CHAIN_HINT)
-        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
-            return StoreError(f"cannot reach S3 endpoint {self.endpoint}", hint=_ENDPOINT_HINT)
-        if isinstance(exc, ReadTimeoutError):
-            return StoreError(
-                f"S3 endpoint {self.endpoint} timed out while {doing} {self._where(key)}"
-            )
-        if isinstance(exc, ClientError):
-            return self._client_error(exc, doing, key)
-        return StoreError(f"S3 {doing} {self._where(key)} failed: {_one_line(exc)}")
-
-    def _client_error(self, exc: ClientError, doing: str, key: str | None) -> StoreError:
-        code, status = _code(exc), _status(exc)
-        if code in _CREDENTIAL_CODES:
-            return StoreError(
-                f"S3 at {self.endpoint} rejected the credentials ({code})", hint=_CHAIN_HINT
-            )
-        if code == "NoSuchBucket" or (status == 404 and key is None):
-            return StoreError(
-                f"bucket {self.bucket} does not exist at {self.endpoint}",
-                hint="the archiver never creates buckets; create it first",
-            )
-        if code == "NoSuchKey" or status == 404:
-            return StoreError(f"{self._where(key)} does not exist")
-        if code in ("AccessDenied", "403") or status == 403:
-            return StoreError(
-                f"S3 at {self.endpoint} refused access to {self._where(key)} ({code}): "
-                "the credentials are wrong or lack permission",
-                hint=_CHAIN_HINT,
-            )
-        if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
-            return StoreError(
-                f"bucket {self.bucket} is in another region ({code})",
-                hint="set --s3-region / AWS_REGION to the bucket's region",
-            )
-        message = _one_line(exc.response.get("Error", {}).get("Message", ""))
-        return StoreError(
-            f"S3 {doing} {self._where(key)} failed: {status} {code} {message}".rstrip()
-        )
+        return translate(exc, doing, self.bucket, self.endpoint, self._where(key), key is None)
 
     # -- the Store protocol ------------------------------------------------------------
 
@@ -251,7 +138,7 @@ class S3Store:
                 **self._extra,
             )
         except ClientError as exc:
-            if _code(exc) not in _TAKEN_CODES:
+            if error_code(exc) not in _TAKEN_CODES:
                 raise self._error(exc, "writing", key) from exc
             self._settle_taken(key, sha256, exc)
         except BotoCoreError as exc:
@@ -272,7 +159,7 @@ class S3Store:
                     Bucket=self.bucket, Key=key, Body=PROBE_BODY, IfNoneMatch="*"
                 )
             except ClientError as exc:
-                if _code(exc) not in _TAKEN_CODES:
+                if error_code(exc) not in _TAKEN_CODES:
                     raise self._error(exc, "probing", PROBE_KEY) from exc
                 refused += 1
             except BotoCoreError as exc:
@@ -294,7 +181,7 @@ class S3Store:
             # 409 (a racing write that then failed) or an upload that vanished:
             # nothing is committed, and the caller may simply try again.
             raise StoreError(
-                f"writing {self._where(key)} failed ({_code(cause)}) and left no object",
+                f"writing {self._where(key)} failed ({error_code(cause)}) and left no object",
                 hint="another writer raced for this key; retry",
             ) from cause
         if stored != sha256:
@@ -305,7 +192,7 @@ class S3Store:
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
-            if _status(exc) == 404:
+            if http_status(exc) == 404:
                 return None
             raise self._error(exc, "checking", key) from exc
         except BotoCoreError as exc:
@@ -326,7 +213,7 @@ class S3Store:
         except ClientError as exc:
             self._abort(key, upload_id)
             # NoSuchUpload: a retried Complete whose first attempt had succeeded.
-            if _code(exc) not in _TAKEN_CODES | {"NoSuchUpload"}:
+            if error_code(exc) not in _TAKEN_CODES | {"NoSuchUpload"}:
                 raise self._error(exc, "uploading", key) from exc
             self._settle_taken(key, sha256, exc)
             return

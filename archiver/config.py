@@ -14,10 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from archiver.archive.cutter import FileLimits
 from archiver.errors import UsageError
 from archiver.nats.conn import NatsOptions
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 from archiver.timefmt import parse_duration
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -35,6 +34,16 @@ _SIZE_UNITS = {
     "MB": 10**6,
     "GB": 10**9,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    """How data files are cut and written: zstd level, row group and file sizes."""
+
+    compression_level: int = 3
+    row_group_rows: int = 100_000
+    max_rows: int = 5_000_000
+    max_bytes: int = 256 << 20
 
 
 def parse_size(value: int | str) -> int:

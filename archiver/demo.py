@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from archiver.archive.cutter import FileLimits
-from archiver.config import Settings
+from archiver.config import FileLimits, Settings
 from archiver.errors import ArchiverError
 from archiver.nats.conn import NatsOptions, connect
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 
 STREAMS = {
     "AUTH": "auth.>",

@@ -14,7 +14,7 @@ from natsserver import NatsServer, binary_for
 from s3server import AWS_ISOLATION, FaultProxy, SeaweedS3, find_weed
 
 from archiver.store import Store, open_store
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 from archiver.store.s3 import S3Store
 
 

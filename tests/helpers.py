@@ -14,11 +14,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver.archive.cutter import FileLimits
-from archiver.config import Settings
+from archiver.config import FileLimits, Settings
 from archiver.nats.conn import NatsOptions, RawClient, connect
 from archiver.store import Store
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 
 
 @asynccontextmanager

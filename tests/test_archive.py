@@ -153,7 +153,7 @@ def test_second_run_writes_nothing_and_new_messages_go_to_new_files(
 
 
 def test_files_are_cut_at_the_row_limit(nats: NatsServer, tmp_path: Path) -> None:
-    from archiver.archive.cutter import FileLimits
+    from archiver.config import FileLimits
     from archiver.store import open_store
 
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
@@ -336,6 +336,29 @@ def test_stream_whose_boundary_message_changed_is_not_resumed(
 
     result = asyncio.run(run(cfg))[0]
     assert result.exit_code == 3 and result.error and "diverged" in result.error
+    assert data_keys(store) == [key]
+
+
+def test_a_damaged_last_file_is_reported_as_damaged_not_as_a_diverged_stream(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """The footer reader raises: a damaged last file is never read as an empty one."""
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 20))
+    asyncio.run(run(cfg))
+    store = open_store(str(root))
+    (key,) = data_keys(store)
+    path = root / key
+    path.write_bytes(path.read_bytes()[:-200] + b"\0" * 200)  # the footer, gone
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 5))
+
+    result = asyncio.run(run(cfg))[0]
+    assert result.exit_code == 3 and result.error
+    assert "damaged" in result.error and key in result.error and "diverged" not in result.error
     assert data_keys(store) == [key]
 
 

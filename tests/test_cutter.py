@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.archive.cutter import Cutter, FileLimits
+from archiver.archive.cutter import Cutter
+from archiver.config import FileLimits
 from archiver.format import layout
 from archiver.format.batch import Batch
 from archiver.format.gaps import Gap, GapKind, decode_record

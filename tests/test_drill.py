@@ -11,8 +11,8 @@ from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import add_streams
 
-from archiver.archive.cutter import FileLimits
 from archiver.archive.run import run
+from archiver.config import FileLimits
 from archiver.nats.api import list_streams
 from archiver.store import open_store
 

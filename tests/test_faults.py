@@ -11,11 +11,11 @@ from natsserver import NatsServer
 from s3server import FaultProxy
 from test_archive import add_streams
 
-from archiver.archive.cutter import FileLimits
 from archiver.archive.lease import Leases
 from archiver.archive.run import run
+from archiver.config import FileLimits
 from archiver.errors import LeaseHeld, LeaseLost
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 from archiver.store.s3 import S3Store
 
 N = 2000
@@ -137,3 +137,57 @@ def test_a_failing_reader_ends_the_run_with_an_error(
     monkeypatch.setattr(archive_module, "reader_for", lambda *a: Broken())
     result = asyncio.run(asyncio.wait_for(run(settings(stream.url, str(tmp_path / "a"))), 30))[0]
     assert result.exit_code == 1 and result.error and "keeps failing" in result.error
+
+
+def test_an_unexpected_error_in_one_stream_leaves_the_others_archived(
+    nats: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug met in one stream is that stream's error row (traceback in the log), not the
+    end of the run: the other streams are archived and the exit code is 1."""
+    import archiver.archive.run as archive_module
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "SFS": "sfs.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    asyncio.run(publish(nats.url, "SFS", ["sfs.a"] * 7))
+    real = archive_module.reader_for
+
+    def reader_for(nc, info, start, end):  # type: ignore[no-untyped-def]
+        if info.name == "AUTH":
+            raise KeyError("a bug")
+        return real(nc, info, start, end)
+
+    monkeypatch.setattr(archive_module, "reader_for", reader_for)
+    report = asyncio.run(run(settings(nats.url, str(tmp_path / "a"))))
+    rows = {r.stream: r for r in report}
+    assert rows["SFS"].messages == 7 and rows["SFS"].error is None
+    assert rows["AUTH"].error and "unexpected error" in rows["AUTH"].error
+    assert report.exit_code == 1
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+
+
+def test_an_unexpected_error_in_one_stream_leaves_verify_going(
+    nats: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import archiver.proof.verify as verify_module
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "SFS": "sfs.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    asyncio.run(publish(nats.url, "SFS", ["sfs.a"] * 7))
+    cfg = settings(nats.url, str(tmp_path / "a"))
+    asyncio.run(run(cfg))
+    real = verify_module.verify_generation
+
+    def verify_generation(store, stream, *rest):  # type: ignore[no-untyped-def]
+        if stream == "AUTH":
+            raise ZeroDivisionError("a bug")
+        return real(store, stream, *rest)
+
+    monkeypatch.setattr(verify_module, "verify_generation", verify_generation)
+    report = verify_module.verify(cfg, ())
+    rows = {r.stream: r for r in report}
+    assert rows["SFS"].ok and rows["SFS"].rows == 7
+    assert not rows["AUTH"].ok and "unexpected error" in (rows["AUTH"].error or "")
+    assert report.exit_code == 1

@@ -14,7 +14,7 @@ from natsserver import NatsServer
 from s3server import SeaweedS3
 from test_archive import add_streams
 
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 from archiver.store.s3 import S3Store
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from archiver.archive.cutter import Cutter, FileLimits
+from archiver.archive.cutter import Cutter
+from archiver.config import FileLimits
 from archiver.format.batch import Batch
 from archiver.replay.selection import Selection, iter_selected, select_files
 from archiver.replay.subjects import SubjectFilter

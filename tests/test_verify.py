@@ -15,8 +15,8 @@ from helpers import data_keys, publish, run_cli, settings
 from natsserver import NatsServer
 from test_archive import add_streams, delete_msgs
 
-from archiver.archive.cutter import FileLimits
 from archiver.archive.run import run
+from archiver.config import FileLimits
 from archiver.format import catalog, layout
 from archiver.format.batch import Batch
 from archiver.format.gaps import Gap, GapKind, encode_record

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from archiver import failpoints
+from archiver.config import FileLimits
 from archiver.errors import StoreError
 from archiver.format import layout
 from archiver.format.batch import Batch
@@ -29,14 +30,6 @@ from archiver.store.base import Store
 log = logging.getLogger(__name__)
 
 NS_PER_DAY = 86_400 * 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class FileLimits:
-    compression_level: int = 3
-    row_group_rows: int = 100_000
-    max_rows: int = 5_000_000
-    max_bytes: int = 256 << 20
 
 
 @dataclass(slots=True)

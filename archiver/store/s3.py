@@ -27,7 +27,7 @@ from botocore.exceptions import (
 from archiver import failpoints
 from archiver.errors import AlreadyExists, StoreError
 from archiver.store.base import ObjectInfo
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 from archiver.store.s3client import (
     error_code,
     http_status,

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from archiver.errors import StoreError
-from archiver.store.open import S3Options
+from archiver.store.options import S3Options
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

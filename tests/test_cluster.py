@@ -13,6 +13,9 @@ from conftest import NATS_VERSIONS
 from helpers import nats_client, run_cli
 from natsserver import NatsServer, binary_for, start_cluster
 
+# Real processes killed, restarted or raced: slow by nature (-m 'not slow' skips them).
+pytestmark = pytest.mark.slow
+
 
 async def _streams_on_a_cluster(servers: list[NatsServer]) -> int:
     """R1 streams ONE and TWO, R3 stream ALL, 5 messages each; returns the index of the

@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import data_keys, publish, read_archive, run_cli
+from helpers import data_keys, lease_released, publish, read_archive, run_cli, wait_until
 from natsserver import NatsServer
 from test_archive import add_streams
 
 from archiver.store import Store, open_store
+
+# Real processes killed, restarted or raced: slow by nature (-m 'not slow' skips them).
+pytestmark = pytest.mark.slow
 
 N = 3000
 
@@ -76,7 +79,7 @@ def test_sigkill_at_each_stage_then_rerun(
         env={"ARCHIVER_FAILPOINTS": failpoint},
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    time.sleep(2.5)  # the dead run's lease runs out
+    wait_until(lambda: lease_released(stream.url, "AUTH"), "the dead run's lease to run out")
     rerun = run_cli("run", "--nats-url", stream.url, "--policy", str(policy), "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)[0]["skipped"] is None
@@ -101,7 +104,7 @@ def test_sigkill_mid_multipart_upload_to_s3(
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not data_keys(s3_store), "a half-uploaded file became visible"
-    time.sleep(2.5)
+    wait_until(lambda: lease_released(stream.url, "AUTH"), "the dead run's lease to run out")
     rerun = run_cli("run", "--nats-url", stream.url, "--policy", str(policy))
     assert rerun.returncode == 0, rerun.stderr
     assert_exactly_once(s3_store, tmp_path, list(range(1, N + 25)))

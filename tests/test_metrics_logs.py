@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
-from helpers import nats_client, publish, run_cli
+from helpers import nats_client, publish, run_cli, stream_messages, wait_until
 from natsserver import NatsServer, binary_for
 from prometheus_client.parser import text_string_to_metric_families
 from pushgateway import Pushgateway, pushgateway
@@ -176,7 +175,8 @@ def test_an_unreachable_pushgateway_keeps_the_summary_and_the_worse_exit_code(
     clean = run_cli(*argv, *unreachable)
     asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 4))
     asyncio.run(_set_max_age(nats.url, "AUTH", 1.0))
-    time.sleep(2)  # those 4 expire before the next run
+    # Those 4 expire before the next run.
+    wait_until(lambda: stream_messages(nats.url, "AUTH") == 0, "every message to expire")
     asyncio.run(_set_max_age(nats.url, "AUTH", 3600.0))  # and nothing more expires
     asyncio.run(publish(nats.url, "AUTH", ["auth.c"] * 3))
     lossy = run_cli(*argv, *unreachable)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import nats_client, run_cli, settings
+from helpers import nats_client, run_cli, settings, stored_messages, stream_messages
 from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import add_streams
 
 from archiver.archive.run import run
-from archiver.nats.api import StoredMessage, get_message, stream_info
+from archiver.nats.api import StoredMessage, stream_info
 from archiver.replay.headers import message_id, replay_block
 
 
@@ -32,20 +32,7 @@ def reserved_block(i: int) -> bytes:
     )
 
 
-def stored(url: str, stream: str) -> list[StoredMessage]:
-    async def go() -> list[StoredMessage]:
-        async with nats_client(url) as nc:
-            info = await stream_info(nc, stream)
-            out: list[StoredMessage] = []
-            if not info.messages:
-                return out
-            for seq in range(info.first_seq, info.last_seq + 1):
-                m = await get_message(nc, stream, seq)
-                if m is not None:
-                    out.append(m)
-            return out
-
-    return asyncio.run(go())
+stored = stored_messages
 
 
 @pytest.fixture
@@ -278,6 +265,7 @@ def test_unknown_generation_and_bad_flags_are_usage_errors(
     assert both.returncode == 2
 
 
+@pytest.mark.slow
 def test_interrupted_replay_resumes_with_each_message_once(
     nats: NatsServer, tmp_path: Path
 ) -> None:
@@ -330,14 +318,10 @@ def replay_to_restore(url: str, root: str, *extra: str) -> list[str]:
     ]
 
 
-def _count(url: str, stream: str) -> int:
-    async def go() -> int:
-        async with nats_client(url) as nc:
-            return (await stream_info(nc, stream)).messages
-
-    return asyncio.run(go())
+_count = stream_messages
 
 
+@pytest.mark.slow
 def test_nats_restart_mid_replay(nats: NatsServer, tmp_path: Path) -> None:
     total = 20_000
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))

@@ -9,11 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import publish, read_archive
 from natsserver import NatsServer
 from test_archive import add_streams
 
 from archiver.store import open_store
+
+# Real processes killed, restarted or raced: slow by nature (-m 'not slow' skips them).
+pytestmark = pytest.mark.slow
 
 STREAMS = {f"S{i:02d}": f"s{i}.>" for i in range(20)}
 PER_STREAM = 2000

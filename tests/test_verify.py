@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import data_keys, publish, run_cli, settings
+from helpers import data_keys, publish, run_cli, settings, stream_messages, wait_until
 from natsserver import NatsServer
 from test_archive import add_streams, delete_msgs
 
@@ -229,7 +228,7 @@ def test_expired_before_archiving_is_classified_not_damage(
     asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
     asyncio.run(run(settings(nats.url, str(root))))
     asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 4))
-    time.sleep(3.5)
+    wait_until(lambda: stream_messages(nats.url, "AUTH") == 0, "every message to expire")
     asyncio.run(publish(nats.url, "AUTH", ["auth.c"] * 3))
     assert asyncio.run(run(settings(nats.url, str(root))))[0].lost == 4
     code, report = verify(root)

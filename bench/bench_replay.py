@@ -131,9 +131,9 @@ async def raw_publish(url: str, files: list[Path], count: int, window: int) -> d
             highest = max(highest, ack.seq)
 
         started = time.perf_counter()
-        for seqs, subjects, times, raws, datas in archive_row_groups(files, COLUMNS):
+        for seqs, subjects, times, raws, payloads in archive_row_groups(files, COLUMNS):
             for seq, subject, time_ns, raw, data in zip(
-                seqs, subjects, times, raws, datas, strict=True
+                seqs, subjects, times, raws, payloads, strict=True
             ):
                 if len(pending) >= window:
                     await settle()

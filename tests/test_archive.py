@@ -75,7 +75,7 @@ def fill_tricky(nats: NatsServer, stream: str, prefix: str) -> None:
 def server_messages(url: str, stream: str) -> dict[int, tuple[str, bytes | None, bytes, int]]:
     """Every stored message of a stream, read without a consumer."""
     return {
-        m.seq: (m.subject, m.raw_header, m.data, m.time_ns) for m in stored_messages(url, stream)
+        m.seq: (m.subject, m.raw_headers, m.data, m.time_ns) for m in stored_messages(url, stream)
     }
 
 

@@ -153,7 +153,7 @@ def test_metadata_keys_and_values(tmp_path: Path) -> None:
         "stream_config": '{"name":"ORDERS"}',
         "content_hash": summary.content_hash,
         "max_message_bytes": str(
-            max(len(d) + len(h or b"") for d, h in zip(first.datas, first.raw_headers, strict=True))
+            max(len(d) + len(h or b"") for d, h in zip(first.data, first.raw_headers, strict=True))
         ),
     }
     assert read_meta(path2)["deleted_ranges"] == "[[5,7]]"
@@ -275,7 +275,7 @@ def test_content_hash_handles_dictionary_subjects(tmp_path: Path) -> None:
 def _mutated(change: str) -> Batch:
     batch = make_batch(6)
     if change == "payload":
-        batch.datas[2] = b"payload-4"[:-1] + b"X"
+        batch.data[2] = b"payload-4"[:-1] + b"X"
     elif change == "subject":
         batch.subjects[2] = "orders.9"
     elif change == "header":
@@ -288,7 +288,7 @@ def _mutated(change: str) -> Batch:
         batch.raw_headers[2] = b""
     elif change == "move-byte":
         # Same concatenated payload bytes, different boundaries.
-        batch.datas[1], batch.datas[2] = b"payload-2p", b"ayload-3"
+        batch.data[1], batch.data[2] = b"payload-2p", b"ayload-3"
     return batch
 
 
@@ -402,7 +402,7 @@ def test_sequences_must_increase(tmp_path: Path) -> None:
 
 def test_nulls_in_required_columns_are_refused() -> None:
     batch = make_batch(2)
-    batch.datas[1] = None  # type: ignore[call-overload]
+    batch.data[1] = None  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="column data has nulls"):
         batch_to_table(batch)
 
@@ -449,12 +449,12 @@ def test_missing_file_is_not_corrupt(tmp_path: Path) -> None:
 
 def test_duckdb_reads_the_same_rows(tmp_path: Path) -> None:
     batch = make_batch(10)
-    batch.datas[0] = ALL_BYTES
+    batch.data[0] = ALL_BYTES
     path = tmp_path / "s.parquet"
     write_segment(path, [batch])
     with duckdb.connect() as con:
         got = con.execute(
             "SELECT seq, subject, data, time_ns FROM read_parquet(?) ORDER BY seq", [str(path)]
         ).fetchall()
-    expected = list(zip(batch.seqs, batch.subjects, batch.datas, batch.times_ns, strict=True))
+    expected = list(zip(batch.seqs, batch.subjects, batch.data, batch.times_ns, strict=True))
     assert [(s, subj, bytes(d), t) for s, subj, d, t in got] == expected

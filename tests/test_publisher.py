@@ -73,7 +73,7 @@ def test_header_blocks_and_payloads_are_stored_byte_for_byte(nats: NatsServer) -
                 stored = await get_message(nc, "EXACT", acked[i][2])
                 assert stored is not None
                 assert stored.subject == f"exact.{i}"
-                assert stored.raw_header == block
+                assert stored.raw_headers == block
                 assert stored.data == data
         finally:
             await pub.close()
@@ -106,7 +106,7 @@ def test_many_messages_arrive_in_order_and_are_reported_in_order(nats: NatsServe
             assert (pub.published, pub.duplicates, pub.resent, pub.in_flight) == (n, 0, 0, 0)
             last = await get_message(nc, "ORDER", n)
             assert last is not None and last.subject == f"order.{(n - 1) % 7}"
-            assert last.raw_header == with_id(f"o-{n - 1}", f"Seq: {n - 1}\r\n".encode())
+            assert last.raw_headers == with_id(f"o-{n - 1}", f"Seq: {n - 1}\r\n".encode())
         finally:
             await pub.close()
             await nc.close()

@@ -19,7 +19,7 @@ from test_archive import add_streams
 
 from archiver.archive.run import run
 from archiver.nats.api import StoredMessage, stream_info
-from archiver.replay.headers import message_id, replay_block
+from archiver.replay.headers import message_id, replay_headers
 
 
 def reserved_block(i: int) -> bytes:
@@ -60,8 +60,8 @@ def archived(nats: NatsServer, tmp_path: Path) -> tuple[NatsServer, str, list[St
 
 
 def expected_block(m: StoredMessage, generation: str) -> bytes:
-    return replay_block(
-        m.raw_header,
+    return replay_headers(
+        m.raw_headers,
         msg_id=message_id("AUTH", generation, m.seq),
         stream="AUTH",
         seq=m.seq,
@@ -129,7 +129,7 @@ def test_filters_and_ranges_select_exactly_and_map_subjects(
         _, _, user, kind = original.subject.split(".")
         assert copy.subject == f"restore.{kind}.{user}"
         assert copy.data == original.data
-        assert copy.raw_header == expected_block(original, gen)
+        assert copy.raw_headers == expected_block(original, gen)
 
 
 def test_time_window_and_prefix(archived: tuple[NatsServer, str, list[StoredMessage]]) -> None:
@@ -165,15 +165,15 @@ def test_reserved_headers_arrive_renamed_and_nothing_is_dropped(
     got = stored(nats.url, "RESTORE")
     assert len(got) == 300
     reserved = [
-        m for m in got if m.raw_header and b"Archive-Nats-Msg-Id: original-" in m.raw_header
+        m for m in got if m.raw_headers and b"Archive-Nats-Msg-Id: original-" in m.raw_headers
     ]
     assert len(reserved) == 6
-    assert b"\r\nArchive-Nats-Expected-Last-Sequence: 0\r\n" in reserved[0].raw_header
+    assert b"\r\nArchive-Nats-Expected-Last-Sequence: 0\r\n" in reserved[0].raw_headers
     for m in reserved:
-        assert m.raw_header.startswith(b"NATS/1.0\r\nNats-Msg-Id: archive:AUTH:")
-        assert b"\r\nArchive-Nats-Expected-Stream: AUTH\r\n" in m.raw_header
-        assert b"\r\nA: 1\r\nA:  2 \r\n" in m.raw_header
-        assert b"\r\nArchive-Stream: AUTH\r\n" in m.raw_header
+        assert m.raw_headers.startswith(b"NATS/1.0\r\nNats-Msg-Id: archive:AUTH:")
+        assert b"\r\nArchive-Nats-Expected-Stream: AUTH\r\n" in m.raw_headers
+        assert b"\r\nA: 1\r\nA:  2 \r\n" in m.raw_headers
+        assert b"\r\nArchive-Stream: AUTH\r\n" in m.raw_headers
 
 
 def test_the_same_replay_twice_stores_each_message_once(
@@ -294,7 +294,7 @@ def test_interrupted_replay_resumes_with_each_message_once(
     (summary,) = json.loads(resumed.stdout)
     assert summary["resumed_after_seq"] is not None and summary["skipped"] > 0
     got = stored(nats.url, "RESTORE")
-    ids = [m.raw_header.split(b"\r\n")[1] for m in got if m.raw_header]
+    ids = [m.raw_headers.split(b"\r\n")[1] for m in got if m.raw_headers]
     assert len(got) == total and len(set(ids)) == total
 
 
@@ -342,7 +342,7 @@ def test_nats_restart_mid_replay(nats: NatsServer, tmp_path: Path) -> None:
     got = stored(nats.url, "RESTORE")
     assert len(got) == total
     archived_seqs = [
-        int(m.raw_header.split(b"\r\n")[1].rsplit(b":", 1)[1]) for m in got if m.raw_header
+        int(m.raw_headers.split(b"\r\n")[1].rsplit(b":", 1)[1]) for m in got if m.raw_headers
     ]
     # Each once. Messages in flight when the server went down may land after later ones
     # (nats-py flushes what it buffered during the outage first); Archive-Seq tells.
@@ -375,7 +375,7 @@ def test_kv_delete_markers_only_with_the_flag(nats: NatsServer, tmp_path: Path) 
         "restore.kv.a",
         "restore.kv.b",
     ]
-    assert b"\r\nKV-Operation: DEL\r\n" in (got[2].raw_header or b"")
+    assert b"\r\nKV-Operation: DEL\r\n" in (got[2].raw_headers or b"")
 
 
 def test_replay_identity_survives_a_server_restart_but_not_a_new_target() -> None:

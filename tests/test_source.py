@@ -25,7 +25,7 @@ async def read_all(reader: ConsumerReader) -> Batch:
                 batch.subjects[i],
                 batch.times_ns[i],
                 batch.raw_headers[i],
-                batch.datas[i],
+                batch.data[i],
             )
     return out
 
@@ -104,7 +104,7 @@ def test_a_message_larger_than_the_fetch_byte_cap_is_still_read(nats: NatsServer
             return await read_all(ConsumerReader(nc, "AUTH", 1, 3, fetch_bytes=1000))
 
     got = asyncio.run(case())
-    assert got.seqs == [1, 2, 3] and all(len(d) == 50_000 for d in got.datas)
+    assert got.seqs == [1, 2, 3] and all(len(d) == 50_000 for d in got.data)
 
 
 def test_listing_pages_past_256_streams(nats: NatsServer) -> None:

@@ -30,7 +30,7 @@ async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) ->
     is the same stream: continuing that generation avoids archiving it all again.
     """
     current = info.generation
-    if await asyncio.to_thread(catalog.resume_after, store, info.name, current):
+    if await asyncio.to_thread(catalog.archived_seq, store, info.name, current):
         return current
     previous = await asyncio.to_thread(catalog.newest_other_generation, store, info.name, current)
     if previous is None or previous.name.last_seq > info.last_seq:
@@ -54,23 +54,23 @@ async def _holds_archived_message(nc: RawClient, store: Store, stream: str, f: D
 
 
 async def check_boundary(
-    nc: RawClient, store: Store, info: StreamInfo, generation: str, done: int
+    nc: RawClient, store: Store, info: StreamInfo, generation: str, archived_seq: int
 ) -> None:
     """The server's message at our last archived seq must be the one we archived.
 
     A cluster that lost acknowledged writes and then took new ones can have a last
     sequence above ours while the sequences themselves now hold other messages.
     """
-    if done < info.first_seq:
+    if archived_seq < info.first_seq:
         return
     newest = await asyncio.to_thread(catalog.last_file, store, info.name, generation)
-    if newest is None or newest.name.last_seq != done:
+    if newest is None or newest.name.last_seq != archived_seq:
         return
     meta = await asyncio.to_thread(read_footer, store, newest)
-    server = await get_message(nc, info.name, done)
+    server = await get_message(nc, info.name, archived_seq)
     if server is not None and str(server.time_ns) != meta.get("last_time_ns"):
         raise DataAtRisk(
-            f"stream {info.name} diverged from the archive: seq {done} now holds a message "
+            f"stream {info.name} diverged from the archive: seq {archived_seq} now holds a message "
             f"stored at {format_ns(server.time_ns)}, not the archived {meta.get('last_time')}",
             hint="the stream lost and rewrote messages; investigate before archiving more",
         )

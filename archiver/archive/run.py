@@ -127,19 +127,19 @@ async def archive_stream(
         # before us may have archived further, or the stream may have been recreated.
         info = await fresh_info(nc, name)
         generation = await effective_generation(nc, store, info)
-        done = await asyncio.to_thread(catalog.resume_after, store, name, generation)
-        if done > info.last_seq:
+        archived_seq = await asyncio.to_thread(catalog.archived_seq, store, name, generation)
+        if archived_seq > info.last_seq:
             raise DataAtRisk(
                 f"stream {name} ends at seq {info.last_seq} but the archive holds up to "
-                f"{done}: the stream lost messages or was rebuilt",
+                f"{archived_seq}: the stream lost messages or was rebuilt",
                 hint="investigate before archiving more; nothing was written",
             )
-        await check_boundary(nc, store, info, generation, done)
-        result = StreamResult(name, done + 1, info.last_seq, generation=generation)
-        if done < info.last_seq:
+        await check_boundary(nc, store, info, generation, archived_seq)
+        result = StreamResult(name, archived_seq + 1, info.last_seq, generation=generation)
+        if archived_seq < info.last_seq:
             lease.start_keepalive()
             try:
-                await _copy(nc, store, settings, lease, info, generation, done, result)
+                await _copy(nc, store, settings, lease, info, generation, archived_seq, result)
             except Exception as exc:
                 # Keep what was committed before the failure in the summary.
                 result.error, result.error_exit = stream_failure(exc, name, log)
@@ -166,7 +166,7 @@ async def _copy(
     lease: Lease,
     info: StreamInfo,
     generation: str,
-    done: int,
+    archived_seq: int,
     result: StreamResult,
 ) -> None:
     cutter = Cutter(
@@ -178,14 +178,14 @@ async def _copy(
         settings.spool_dir,
         before_commit=lease.ensure,
     )
-    holes = HoleFinder(nc, info, done + 1, first_run=done == 0)
+    holes = HoleFinder(nc, info, archived_seq + 1, first_run=archived_seq == 0)
     # Reading overlaps writing: the reader fills the next batch meanwhile. The queue
     # carries batches, then None at the end, or the reader's error.
     queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
 
     async def produce() -> None:
         try:
-            async for batch in reader_for(nc, info, done + 1, info.last_seq).batches():
+            async for batch in reader_for(nc, info, archived_seq + 1, info.last_seq).batches():
                 await queue.put(batch)
         except Exception as exc:  # handed to the consumer, which raises it
             await queue.put(exc)

@@ -127,7 +127,7 @@ async def stream_status(
     nc: RawClient, store: Store, info: StreamInfo, margin_s: float
 ) -> StreamStatus:
     generation = await effective_generation(nc, store, info)
-    archived = await asyncio.to_thread(catalog.resume_after, store, info.name, generation)
+    archived = await asyncio.to_thread(catalog.archived_seq, store, info.name, generation)
     lost = await asyncio.to_thread(_recorded_loss, store, info.name, generation)
     behind = max(0, info.last_seq - archived)
     age: float | None = None

@@ -74,7 +74,7 @@ def newest_other_generation(store: Store, stream: str, generation: str) -> DataF
     return last_file(store, stream, others[-1]) if others else None
 
 
-def resume_after(store: Store, stream: str, generation: str) -> int:
+def archived_seq(store: Store, stream: str, generation: str) -> int:
     """The highest sequence this generation's archive accounts for (0: nothing yet)."""
     gaps = [g.last_seq for g in gap_records(store, stream, generation)]
     newest = last_file(store, stream, generation)
@@ -110,6 +110,6 @@ def run_records(store: Store, stream: str, generation: str) -> list[layout.RunNa
     return [r for r in runs if r is not None]
 
 
-def archived_through(store: Store, stream: str, generation: str) -> int:
+def finished_seq(store: Store, stream: str, generation: str) -> int:
     """The highest sequence a finished run of the generation archived up to (0: none)."""
     return max((r.last_seq for r in run_records(store, stream, generation)), default=0)

@@ -22,7 +22,7 @@ _VARIABLE_COLUMNS = ("subject", "raw_headers", "data")
 
 
 class ContentHash:
-    """Incremental hash of a segment's rows, the same however they are split.
+    """Incremental hash of a data file's rows, the same however they are split.
 
     Per column: fixed-width columns (seq, time_ns) feed their little-endian values to
     one sha256; variable-width ones (subject, raw_headers, data) feed their lengths as

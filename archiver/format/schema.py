@@ -30,7 +30,7 @@ SCHEMA = pa.schema(
         pa.field("time_ns", pa.int64(), nullable=False),
     ]
 )
-"""The columns of every segment, in file order."""
+"""The columns of every data file, in file order."""
 
 # Statistics only where readers prune by range; stats on data/raw_headers/headers would
 # copy up to two payload prefixes per row group into the footer for nothing.
@@ -55,7 +55,7 @@ def batch_to_table(batch: Batch) -> Any:
         "time": _micros(times_ns),
         "headers": _headers_map(batch.raw_headers, raw_headers),
         "raw_headers": raw_headers,
-        "data": pa.array(batch.datas, pa.binary()),
+        "data": pa.array(batch.data, pa.binary()),
         "time_ns": times_ns,
     }
     for field in SCHEMA:

@@ -29,7 +29,7 @@ _DEFAULT_ROW_GROUP_BYTES = 64 << 20
 
 @dataclass(frozen=True, slots=True)
 class DataFileSummary:
-    """What a closed segment holds, for naming, committing and progress."""
+    """What a closed data file holds, for naming, committing and progress."""
 
     path: Path
     rows: int
@@ -48,7 +48,7 @@ class DataFileSummary:
 
 
 class DataFileWriter:
-    """Writes one segment file from batches, in bounded row groups.
+    """Writes one data file from batches, in bounded row groups.
 
     Rows are buffered until a full row group (``row_group_rows`` rows, or
     ``row_group_bytes`` of payload and headers, whichever comes first) so that small
@@ -150,7 +150,7 @@ class DataFileWriter:
     def write(self, batch: Batch) -> None:
         """Add a batch; full row groups go to disk now, the rest waits for more rows.
 
-        Sequences must increase strictly across the whole segment, since its name and
+        Sequences must increase strictly across the whole data file, since its name and
         metadata claim the range first_seq..last_seq.
         """
         self._check_open()
@@ -174,13 +174,13 @@ class DataFileWriter:
         """Finish the file: flush, write metadata, fsync, hash its bytes.
 
         ``extra`` adds key-value metadata; its keys must start with ``archiver.`` and
-        must not replace the writer's own. Raises ValueError for an empty segment (the
+        must not replace the writer's own. Raises ValueError for an empty data file (the
         file is removed).
         """
         self._check_open()
         if not self._rows:
             self.abort()
-            raise ValueError(f"refusing to write an empty segment: {self._path}")
+            raise ValueError(f"refusing to write an empty data file: {self._path}")
         metadata = self._metadata(extra or {})
         try:
             self._flush(whole_groups_only=False)
@@ -234,7 +234,7 @@ class DataFileWriter:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ValueError(f"segment writer for {self._path} is closed")
+            raise ValueError(f"data file writer for {self._path} is closed")
 
     def _check_order(self, batch: Batch, table: Any) -> None:
         if self._last_seq is not None and batch.seqs[0] <= self._last_seq:

@@ -128,7 +128,7 @@ class StoredMessage:
     seq: int
     subject: str
     time_ns: int
-    raw_header: bytes | None
+    raw_headers: bytes | None
     data: bytes
 
 
@@ -155,6 +155,6 @@ async def get_message(
         seq=int(m["seq"]),
         subject=m["subject"],
         time_ns=parse_rfc3339_ns(m["time"]),
-        raw_header=base64.b64decode(hdrs) if hdrs else None,
+        raw_headers=base64.b64decode(hdrs) if hdrs else None,
         data=base64.b64decode(m.get("data") or ""),
     )

@@ -118,18 +118,18 @@ class JsPublisher(Generic[K]):
         self._sub = await self._nc.subscribe_raw(f"{inbox}.*", self._on_frame)
         self._watcher = asyncio.create_task(self._watch(), name="js-publisher-acks")
 
-    async def publish(self, subject: str, header_block: bytes | None, data: bytes, key: K) -> None:
+    async def publish(self, subject: str, raw_headers: bytes | None, data: bytes, key: K) -> None:
         """Send one message once fewer than ``window`` are unacked; its ack comes later."""
         if self._watcher is None:
             raise RuntimeError("JsPublisher.start() was not called")
-        hdr = b"" if header_block is None else header_block
+        header_bytes = b"" if raw_headers is None else raw_headers
         if not _SUBJECT_OK.fullmatch(subject):
             raise ValueError(f"invalid subject {subject!r}")
-        if header_block is not None and not (
-            hdr.startswith(b"NATS/1.0") and hdr.endswith(b"\r\n\r\n")
+        if raw_headers is not None and not (
+            header_bytes.startswith(b"NATS/1.0") and header_bytes.endswith(b"\r\n\r\n")
         ):
             raise ValueError(f"header block for {subject} must start NATS/1.0 and end CRLFCRLF")
-        size = len(hdr) + len(data)
+        size = len(header_bytes) + len(data)
         if size > self._nc.max_payload:
             # The server would close the connection (it counts headers, nats-py does not).
             raise SourceError(
@@ -143,11 +143,11 @@ class JsPublisher(Generic[K]):
         self._next_token += 1
         token = self._next_token
         reply = f"{self._prefix}{token}"
-        if header_block is None:
+        if raw_headers is None:
             head = f"PUB {subject} {reply} {len(data)}\r\n"
         else:
-            head = f"HPUB {subject} {reply} {len(hdr)} {size}\r\n"
-        frame = b"".join((head.encode(), hdr, data, _CRLF))
+            head = f"HPUB {subject} {reply} {len(header_bytes)} {size}\r\n"
+        frame = b"".join((head.encode(), header_bytes, data, _CRLF))
         entry = _Pending(key, subject, frame, size, time.monotonic() + self._ack_timeout)
         self._order.append(entry)
         self.in_flight_bytes += size

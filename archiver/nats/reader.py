@@ -85,13 +85,15 @@ class ConsumerReader:
 
     # -- frames -------------------------------------------------------------------
 
-    def _on_frame(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+    def _on_frame(
+        self, subject: bytes, reply: bytes, data: bytes, raw_headers: bytes | None
+    ) -> None:
         """Handle one frame; runs inside the protocol parser, so it must be quick."""
         if not reply:
             # A status frame ends the pull request: 404/408 nothing (more) now,
             # 409 max bytes or consumer trouble, 503 no consumer to answer.
-            self._status = hdr[9:12] if hdr else b""
-            self._status_line = hdr.split(b"\r\n", 1)[0] if hdr else b""
+            self._status = raw_headers[9:12] if raw_headers else b""
+            self._status_line = raw_headers.split(b"\r\n", 1)[0] if raw_headers else b""
             self._done.set()
             return
         if self._broken or self._finished:
@@ -119,7 +121,7 @@ class ConsumerReader:
             self._done.set()
             return
         self._batch.append(
-            seq, subject.decode("utf-8", "replace"), int(tokens[base + 2]), hdr, data
+            seq, subject.decode("utf-8", "replace"), int(tokens[base + 2]), raw_headers, data
         )
         self._cursor = seq + 1
         self._received += 1
@@ -286,7 +288,7 @@ class MsgGetReader:
             )
             for m in found:
                 if m is not None:
-                    batch.append(m.seq, m.subject, m.time_ns, m.raw_header, m.data)
+                    batch.append(m.seq, m.subject, m.time_ns, m.raw_headers, m.data)
             seq = stop
             if len(batch) >= self.batch_rows or batch.nbytes >= self.batch_bytes:
                 yield batch

@@ -66,7 +66,7 @@ async def _server_rows(nc: RawClient, info: Any, start: int, end: int) -> Any:
     async for batch in reader.batches():
         b: Batch = batch
         for i in range(len(b)):
-            yield (b.seqs[i], b.subjects[i], b.times_ns[i], b.raw_headers[i], b.datas[i])
+            yield (b.seqs[i], b.subjects[i], b.times_ns[i], b.raw_headers[i], b.data[i])
 
 
 async def compare_report(nc: RawClient, store: Store, report: StreamReport) -> None:

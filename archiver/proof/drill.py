@@ -39,7 +39,7 @@ from archiver.proof.findings import PROBLEMS
 from archiver.proof.verify import verify_generation
 from archiver.render import EXIT_DATA, EXIT_OK
 from archiver.replay import ReplayOptions, replay
-from archiver.replay.headers import is_delete_marker, message_id, replay_block
+from archiver.replay.headers import is_delete_marker, message_id, replay_headers
 from archiver.replay.mapping import SubjectMapper
 from archiver.replay.selection import Selection, iter_rows, iter_selected, select_files
 from archiver.store import Store, open_store
@@ -171,7 +171,7 @@ async def _compare(
                 _differ(result, f"scratch seq {batch.seqs[i]} has no archived counterpart")
                 continue
             seq, subject, time_ns, raw, data = want
-            block = replay_block(
+            headers = replay_headers(
                 raw,
                 msg_id=message_id(sel.stream, generation, seq),
                 stream=sel.stream,
@@ -182,8 +182,8 @@ async def _compare(
                 name
                 for name, ok in (
                     ("subject", batch.subjects[i] == f"{prefix}.{subject}"),
-                    ("payload", batch.datas[i] == data),
-                    ("headers", batch.raw_headers[i] == block),
+                    ("payload", batch.data[i] == data),
+                    ("headers", batch.raw_headers[i] == headers),
                 )
                 if not ok
             ]
@@ -281,8 +281,8 @@ async def _live_gap(
     except UsageError:
         return
     if info.generation == generation:
-        done = await asyncio.to_thread(catalog.resume_after, store, stream, generation)
-        result.live_not_archived = max(0, info.last_seq - done)
+        archived_seq = await asyncio.to_thread(catalog.archived_seq, store, stream, generation)
+        result.live_not_archived = max(0, info.last_seq - archived_seq)
 
 
 async def drill(

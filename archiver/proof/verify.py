@@ -202,7 +202,7 @@ def verify_generation(
             continue
         spans += [(g.first_seq, g.last_seq, str(g.kind), key, "gap record") for g in gaps]
         recorded += [(g, key) for g in gaps]
-    _tile(report, spans, catalog.archived_through(store, stream, generation))
+    _tile(report, spans, catalog.finished_seq(store, stream, generation))
     _records_over_rows(report, held, recorded)
     if retention_s is not None:
         runs = catalog.run_records(store, stream, generation)

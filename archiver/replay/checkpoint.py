@@ -131,9 +131,9 @@ async def tail_already_stored(
             except ExceptionGroup as failed:
                 raise failed.exceptions[0] from None
             for m in (g.result() for g in gets):
-                if m is None or not m.raw_header:
+                if m is None or not m.raw_headers:
                     continue
-                for line in m.raw_header.split(b"\r\n"):
+                for line in m.raw_headers.split(b"\r\n"):
                     if line.startswith(marker):
                         archived = int(line.rsplit(b":", 1)[1])
                         if archived > after_seq:

@@ -46,7 +46,7 @@ def is_delete_marker(raw: bytes | None) -> bool:
     return False
 
 
-def replay_block(raw: bytes | None, *, msg_id: str, stream: str, seq: int, time_ns: int) -> bytes:
+def replay_headers(raw: bytes | None, *, msg_id: str, stream: str, seq: int, time_ns: int) -> bytes:
     """The block to publish: our message id, the archived lines (reserved ones renamed),
     then the provenance headers."""
     out = [b"NATS/1.0", b"Nats-Msg-Id: " + msg_id.encode()]
@@ -61,7 +61,7 @@ def replay_block(raw: bytes | None, *, msg_id: str, stream: str, seq: int, time_
 
 
 def growth_bound(raw: bytes | None, stream: str, generation: str) -> int:
-    """How many bytes ``replay_block`` adds at most to a block (for size checks)."""
+    """How many bytes ``replay_headers`` adds at most to a block (for size checks)."""
     return fixed_growth(stream, generation) + renamed_growth(raw)
 
 
@@ -69,7 +69,7 @@ def fixed_growth(stream: str, generation: str) -> int:
     """The bytes every replayed block carries whatever the archived one held."""
     biggest = 10**20 - 1  # the largest sequence a name can hold
     return len(
-        replay_block(
+        replay_headers(
             None,
             msg_id=message_id(stream, generation, biggest),
             stream=stream,

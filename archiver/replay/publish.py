@@ -23,7 +23,7 @@ from archiver.replay.checkpoint import (
 from archiver.replay.headers import (
     is_delete_marker,
     message_id,
-    replay_block,
+    replay_headers,
 )
 from archiver.replay.plan import Plan
 from archiver.replay.request import ReplayOptions, ReplaySummary
@@ -117,7 +117,7 @@ async def publish_all(
                 if bar is not None:
                     bar.update(1)
                 continue
-            block = replay_block(
+            headers = replay_headers(
                 raw,
                 msg_id=message_id(sel.stream, plan.generation, seq),
                 stream=sel.stream,
@@ -125,7 +125,7 @@ async def publish_all(
                 time_ns=time_ns,
             )
             await pacer.wait()
-            await publisher.publish(opts.mapper.map(subject), block, data, seq)
+            await publisher.publish(opts.mapper.map(subject), headers, data, seq)
             summary.bytes += len(data)
             if bar is not None:
                 bar.update(1)

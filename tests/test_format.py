@@ -35,7 +35,7 @@ def make_batch(rows: int = 10, first_seq: int = 1) -> Batch:
     return batch
 
 
-def write_segment(path: Path, batches: list[Batch], row_group_rows: int = 4, **kw: Any) -> Any:
+def write_data_file(path: Path, batches: list[Batch], row_group_rows: int = 4, **kw: Any) -> Any:
     writer = DataFileWriter(
         path,
         stream="ORDERS",
@@ -65,7 +65,7 @@ def test_round_trip_of_awkward_rows(tmp_path: Path) -> None:
     batch.append(3, "c", T0 + 2, None, MIB_PAYLOAD)
     batch.append(4, "d", T0 + 3, b"NATS/1.0 503\r\n\r\n", b"status only")
     path = tmp_path / "s.parquet"
-    summary = write_segment(path, [batch])
+    summary = write_data_file(path, [batch])
 
     rows = read_rows(path)
     assert [r["data"] for r in rows] == [b"", ALL_BYTES, MIB_PAYLOAD, b"status only"]
@@ -81,7 +81,7 @@ def test_round_trip_of_awkward_rows(tmp_path: Path) -> None:
 
 def test_schema_written_and_checked(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
-    write_segment(path, [make_batch()])
+    write_data_file(path, [make_batch()])
     file_schema = pq.read_schema(path)
     assert check_schema(file_schema) == []
     assert file_schema.remove_metadata().equals(SCHEMA)
@@ -109,7 +109,7 @@ def test_time_is_utc_micros_and_time_ns_exact(tmp_path: Path) -> None:
     batch.append(2, "a", T0 + 210, None, b"x")  # ...456999: same microsecond, rounded down
     batch.append(3, "a", T0 + 211, None, b"x")  # ...457000: the next one
     path = tmp_path / "s.parquet"
-    write_segment(path, [batch])
+    write_data_file(path, [batch])
     table = pq.read_table(path)
     assert table.schema.field("time").type == pa.timestamp("us", tz="UTC")
     micros = T0 // 1000
@@ -123,7 +123,7 @@ def test_time_is_utc_micros_and_time_ns_exact(tmp_path: Path) -> None:
 def test_metadata_keys_and_values(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     first = make_batch(10)
-    summary = write_segment(path, [first])
+    summary = write_data_file(path, [first])
     # close() with extra goes through the same path; exercise it on a second file.
     path2 = tmp_path / "s2.parquet"
     writer = DataFileWriter(
@@ -161,7 +161,7 @@ def test_metadata_keys_and_values(tmp_path: Path) -> None:
 
 def test_summary_matches_file(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
-    summary = write_segment(path, [make_batch(5, first_seq=100)])
+    summary = write_data_file(path, [make_batch(5, first_seq=100)])
     body = path.read_bytes()
     assert summary.path == path
     assert (summary.rows, summary.first_seq, summary.last_seq) == (5, 100, 104)
@@ -195,7 +195,7 @@ def test_bad_extra_metadata_is_refused(tmp_path: Path, extra: dict[str, str]) ->
 
 def test_row_groups_split_at_row_group_rows(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
-    write_segment(path, [make_batch(10)], row_group_rows=4)
+    write_data_file(path, [make_batch(10)], row_group_rows=4)
     meta = pq.read_metadata(path)
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [4, 4, 2]
     assert [t.num_rows for t in iter_row_groups(path)] == [4, 4, 2]
@@ -204,7 +204,7 @@ def test_row_groups_split_at_row_group_rows(tmp_path: Path) -> None:
 def test_small_batches_fill_whole_row_groups(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     batch = make_batch(10)
-    write_segment(path, [batch.slice(i, i + 3) for i in range(0, 10, 3)], row_group_rows=4)
+    write_data_file(path, [batch.slice(i, i + 3) for i in range(0, 10, 3)], row_group_rows=4)
     assert [t.num_rows for t in iter_row_groups(path)] == [4, 4, 2]
     assert [r["seq"] for r in read_rows(path)] == list(range(1, 11))
 
@@ -212,13 +212,13 @@ def test_small_batches_fill_whole_row_groups(tmp_path: Path) -> None:
 def test_row_group_closes_early_on_bytes(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     batch = make_batch(6)  # about 10 bytes of payload per row
-    write_segment(path, [batch.slice(i, i + 2) for i in range(0, 6, 2)], row_group_bytes=1)
+    write_data_file(path, [batch.slice(i, i + 2) for i in range(0, 6, 2)], row_group_bytes=1)
     assert [t.num_rows for t in iter_row_groups(path)] == [2, 2, 2]
 
 
 def test_iter_row_groups_selects_columns(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
-    write_segment(path, [make_batch(5)])
+    write_data_file(path, [make_batch(5)])
     groups = list(iter_row_groups(path, columns=["seq", "data"]))
     assert all(g.column_names == ["seq", "data"] for g in groups)
     with pytest.raises(ValueError, match="no column"):
@@ -227,7 +227,7 @@ def test_iter_row_groups_selects_columns(tmp_path: Path) -> None:
 
 def test_statistics_on_seq_and_time(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
-    write_segment(path, [make_batch(10)], row_group_rows=4)
+    write_data_file(path, [make_batch(10)], row_group_rows=4)
     meta = pq.read_metadata(path)
     names = [meta.schema.column(i).path for i in range(meta.num_columns)]
     seq_col, time_col = names.index("seq"), names.index("time")
@@ -251,7 +251,7 @@ def test_statistics_on_seq_and_time(tmp_path: Path) -> None:
 def test_content_hash_independent_of_layout(tmp_path: Path) -> None:
     batch = make_batch(10)
     path = tmp_path / "s.parquet"
-    summary = write_segment(path, [batch.slice(0, 3), batch.slice(3, 10)], row_group_rows=4)
+    summary = write_data_file(path, [batch.slice(0, 3), batch.slice(3, 10)], row_group_rows=4)
 
     whole = content_hash([batch_to_table(batch)])
     read_back = content_hash(iter_row_groups(path))
@@ -266,7 +266,7 @@ def test_content_hash_independent_of_layout(tmp_path: Path) -> None:
 
 def test_content_hash_handles_dictionary_subjects(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
-    summary = write_segment(path, [make_batch(10)])
+    summary = write_data_file(path, [make_batch(10)])
     table = pq.read_table(path, read_dictionary=["subject"])
     assert pa.types.is_dictionary(table.schema.field("subject").type)
     assert content_hash([table]) == summary.content_hash
@@ -312,13 +312,13 @@ def test_content_hash_is_incremental() -> None:
 # ------------------------------------------------------------------ writer behaviour
 
 
-def test_empty_segment_is_refused_and_removed(tmp_path: Path) -> None:
+def test_an_empty_data_file_is_refused_and_removed(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     writer = DataFileWriter(
         path, stream="S", generation="g", stream_config="{}", compression_level=1, row_group_rows=4
     )
     writer.write(Batch())
-    with pytest.raises(ValueError, match="empty segment"):
+    with pytest.raises(ValueError, match="empty data file"):
         writer.close()
     assert not path.exists()
 
@@ -411,11 +411,11 @@ def test_nulls_in_required_columns_are_refused() -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "flipped-page-byte"])
-def test_damaged_file_raises_segment_corrupt(tmp_path: Path, damage: str) -> None:
+def test_a_damaged_file_raises_data_file_corrupt(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "s.parquet"
     batch = Batch()
     batch.append(1, "a", T0, None, ALL_BYTES * 64)
-    write_segment(path, [batch])
+    write_data_file(path, [batch])
     body = path.read_bytes()
     if damage == "truncated":
         path.write_bytes(body[: len(body) - 100])
@@ -451,7 +451,7 @@ def test_duckdb_reads_the_same_rows(tmp_path: Path) -> None:
     batch = make_batch(10)
     batch.data[0] = ALL_BYTES
     path = tmp_path / "s.parquet"
-    write_segment(path, [batch])
+    write_data_file(path, [batch])
     with duckdb.connect() as con:
         got = con.execute(
             "SELECT seq, subject, data, time_ns FROM read_parquet(?) ORDER BY seq", [str(path)]

@@ -18,7 +18,15 @@ END = "<!-- cli-reference:end -->"
 
 
 def _help(command: click.Command, name: str) -> str:
-    ctx = click.Context(command, info_name=name, terminal_width=100, max_content_width=100)
+    # The names the group gives its subcommands' contexts too: click caches a command's
+    # help option, so every context must agree on them or the output depends on order.
+    ctx = click.Context(
+        command,
+        info_name=name,
+        terminal_width=100,
+        max_content_width=100,
+        help_option_names=cli.context_settings["help_option_names"],
+    )
     return command.get_help(ctx)
 
 

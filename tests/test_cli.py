@@ -122,6 +122,41 @@ def test_unreachable_nats_is_one_line_exit_1_nothing_written(tmp_path: Path) -> 
     assert nothing_written(root)
 
 
+def test_with_json_logs_the_error_line_is_json_too(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    argv = ["run", "--log-format", "json", "--nats-url", f"nats://127.0.0.1:{free_port()}"]
+    result = run_cli(*argv, "--store", str(root))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    error = json.loads(line)
+    assert error["level"] == "ERROR" and error["exit_code"] == 1
+    assert "cannot reach NATS" in error["message"]
+    assert nothing_written(root)
+
+
+def test_every_variable_is_named_after_its_option() -> None:
+    """ARCHIVER_<OPTION> for every option a deployment sets, named in one place."""
+    import click
+
+    from archiver.cli import main
+    from archiver.cli.options import env_name
+
+    assert isinstance(main, click.Group)
+    seen = set()
+    for command in main.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                long = max(param.opts, key=len)
+                assert (
+                    param.envvar
+                    == env_name(long)
+                    == "ARCHIVER_" + long[2:].replace("-", "_").upper()
+                )
+                seen.add(param.envvar)
+    assert {"ARCHIVER_NATS_URL", "ARCHIVER_S3_SSE", "ARCHIVER_SPOOL_DIR"} <= seen
+    assert {"ARCHIVER_PUSHGATEWAY", "ARCHIVER_METRICS_FILE", "ARCHIVER_LOG_FORMAT"} <= seen
+
+
 def test_nats_password_is_never_printed(tmp_path: Path) -> None:
     url = f"nats://archiver:s3cr3t-pass@127.0.0.1:{free_port()}"
     result = run_cli("run", "-vv", "--nats-url", url, "--store", str(tmp_path / "a"))

@@ -14,8 +14,6 @@ from typing import Generic, Protocol, TypeVar
 
 EXIT_OK, EXIT_ERROR, EXIT_DATA = 0, 1, 3
 
-T = TypeVar("T")
-
 
 class Result(Protocol):
     """What a command returns."""
@@ -54,17 +52,41 @@ def worst(codes: Sequence[int]) -> int:
     return max(codes, default=EXIT_OK)
 
 
-class Rows(Generic[T]):
-    """A result made of one row per stream: iterable, sized and indexable like its list."""
+class Row(Protocol):
+    """One stream's part of a result."""
+
+    def as_json(self) -> dict[str, object]: ...
+
+    @property
+    def exit_code(self) -> int: ...
+
+
+R = TypeVar("R", bound=Row)
+
+
+class Rows(Generic[R]):
+    """A result made of one row per stream: iterable, sized and indexable like its list;
+    JSON is the rows', text a table of ``COLUMNS``, the exit code the worst row's."""
 
     __slots__ = ()
-    streams: list[T]
+    streams: list[R]
+    COLUMNS: tuple[str, ...] = ()
 
-    def __iter__(self) -> Iterator[T]:
+    def as_json(self) -> list[dict[str, object]]:
+        return [row.as_json() for row in self.streams]
+
+    def text(self) -> str:
+        return table(self.as_json(), self.COLUMNS)
+
+    @property
+    def exit_code(self) -> int:
+        return worst([row.exit_code for row in self.streams])
+
+    def __iter__(self) -> Iterator[R]:
         return iter(self.streams)
 
     def __len__(self) -> int:
         return len(self.streams)
 
-    def __getitem__(self, index: int) -> T:
+    def __getitem__(self, index: int) -> R:
         return self.streams[index]

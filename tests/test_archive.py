@@ -23,6 +23,7 @@ from rawpub import RawPublisher
 
 from archiver.archive.run import run
 from archiver.archive.status import State, status
+from archiver.config import Settings
 from archiver.format import layout
 from archiver.format.gaps import GapKind, decode_record
 from archiver.nats.api import stream_info
@@ -304,23 +305,28 @@ async def _consumers(js: object, stream: str) -> list[object]:
     return list(await jsm.consumers_info(stream))
 
 
+def archived_in_one_file(nats: NatsServer, root: Path) -> tuple[Settings, Store, str]:
+    """Stream AUTH with 20 messages archived into one local file: settings, store, key."""
+    from archiver.store import open_store
+
+    cfg = settings(nats.url, str(root))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 20))
+    asyncio.run(run(cfg))
+    store = open_store(str(root))
+    (key,) = data_keys(store)
+    return cfg, store, key
+
+
 def test_stream_whose_boundary_message_changed_is_not_resumed(
     nats: NatsServer, tmp_path: Path
 ) -> None:
     """Same generation and a high enough last sequence, but our last seq holds another message."""
     import pyarrow.parquet as pq
 
-    from archiver.store import open_store
-
-    root = tmp_path / "archive"
-    cfg = settings(nats.url, str(root))
-    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
-    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 20))
-    asyncio.run(run(cfg))
     # Make the archive remember a different time for seq 20, as if the server had
     # lost it and stored another message under that number since.
-    store = open_store(str(root))
-    key = data_keys(store)[0]
+    cfg, store, key = archived_in_one_file(nats, tmp_path / "archive")
     local = tmp_path / "f.parquet"
     store.download(key, local)
     table = pq.read_table(local)
@@ -340,15 +346,8 @@ def test_a_damaged_last_file_is_reported_as_damaged_not_as_a_diverged_stream(
     nats: NatsServer, tmp_path: Path
 ) -> None:
     """The footer reader raises: a damaged last file is never read as an empty one."""
-    from archiver.store import open_store
-
     root = tmp_path / "archive"
-    cfg = settings(nats.url, str(root))
-    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
-    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 20))
-    asyncio.run(run(cfg))
-    store = open_store(str(root))
-    (key,) = data_keys(store)
+    cfg, store, key = archived_in_one_file(nats, root)
     path = root / key
     path.write_bytes(path.read_bytes()[:-200] + b"\0" * 200)  # the footer, gone
     asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 5))

@@ -37,7 +37,7 @@ from archiver.format.gaps import Gap, GapKind
 from archiver.nats.api import StreamInfo, list_all_streams
 from archiver.nats.conn import RawClient, connect
 from archiver.nats.reader import reader_for
-from archiver.render import Rows, table, worst
+from archiver.render import Rows
 from archiver.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,6 @@ class RunReport(Rows[StreamResult]):
         "skipped",
         "error",
     )
-
-    def as_json(self) -> list[dict[str, object]]:
-        return [r.as_json() for r in self.streams]
-
-    def text(self) -> str:
-        return table(self.as_json(), self.COLUMNS)
-
-    @property
-    def exit_code(self) -> int:
-        return worst([r.exit_code for r in self.streams])
 
 
 async def archive_stream(

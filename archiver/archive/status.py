@@ -18,7 +18,7 @@ from archiver.format import catalog, layout
 from archiver.format.gaps import decode_record, lost_count
 from archiver.nats.api import StreamInfo, get_message, list_all_streams
 from archiver.nats.conn import RawClient, connect
-from archiver.render import EXIT_DATA, EXIT_OK, Rows, table, worst
+from archiver.render import EXIT_DATA, EXIT_OK, Rows, table
 from archiver.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -95,18 +95,10 @@ class StatusReport(Rows[StreamStatus]):
         "state",
     )
 
-    def as_json(self) -> list[dict[str, object]]:
-        return [s.as_json() for s in self.streams]
-
     def text(self) -> str:
         rows = table(self.as_json(), self.COLUMNS)
         errors = [f"{s.stream}: {s.error}" for s in self.streams if s.error]
         return "\n".join([rows, *errors])
-
-    @property
-    def exit_code(self) -> int:
-        """3 when a stream is at risk or lost, else 1 when one is unknown, else 0."""
-        return worst([s.exit_code for s in self.streams])
 
 
 def _recorded_loss(store: Store, stream: str, generation: str) -> int:

@@ -20,7 +20,6 @@ _FIXED_COLUMNS = (("seq", pa.uint64()), ("time_ns", pa.int64()))
 _VARIABLE_COLUMNS = ("subject", "raw_headers", "data")
 
 
-
 class ContentHash:
     """Incremental hash of a data file's rows, the same however they are split.
 
@@ -118,5 +117,3 @@ def _value_bytes(binary: Any) -> memoryview:
     if values is None or start == end:
         return memoryview(b"")
     return memoryview(values)[start:end]
-
-

@@ -88,9 +88,7 @@ class OpenFile:
 def open_file(store: Store, f: DataFile) -> OpenFile:
     """Open a data file of the store; only the footer is fetched now, by byte range."""
     with _corrupt_on_error(f.key):
-        parquet = pq.ParquetFile(
-            RangeFile(store, f.key, f.size), page_checksum_verification=True
-        )
+        parquet = pq.ParquetFile(RangeFile(store, f.key, f.size), page_checksum_verification=True)
     return OpenFile(parquet, f.key)
 
 

@@ -37,7 +37,6 @@ SCHEMA = pa.schema(
 STATS_COLUMNS = ["seq", "subject", "time", "time_ns"]
 
 
-
 # ---------------------------------------------------------------------------- batches
 
 
@@ -86,7 +85,6 @@ def _headers_map(raws: list[bytes | None], raw_array: Any) -> Any:
     position = pc.subtract(pc.cumulative_sum(has_block.cast(pa.int64())), 1)
     index = pc.if_else(has_block, position, pa.scalar(None, pa.int64()))
     return parsed.take(index)
-
 
 
 def check_schema(schema: Any) -> list[str]:

@@ -46,7 +46,6 @@ class DataFileSummary:
     """Payload plus raw header bytes written, before compression."""
 
 
-
 class DataFileWriter:
     """Writes one data file from batches, in bounded row groups.
 
@@ -328,5 +327,3 @@ def _fsync_and_sha256(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-

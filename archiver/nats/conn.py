@@ -194,7 +194,6 @@ async def _log_reconnect() -> None:
     log.warning("nats: reconnected")
 
 
-
 async def js_api(
     nc: Client, subject: str, body: dict[str, Any] | None = None, timeout: float = API_TIMEOUT
 ) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from archiver.render import EXIT_DATA, EXIT_OK, Rows, worst
+from archiver.render import EXIT_DATA, EXIT_OK, Rows
 
 PROBLEMS = ("damaged", "mismatch", "overlap", "missing", "differs")
 """Finding kinds that mean the archive is not whole (exit 3)."""
@@ -85,9 +85,6 @@ class VerifyReport(Rows[StreamReport]):
 
     streams: list[StreamReport]
 
-    def as_json(self) -> list[dict[str, object]]:
-        return [r.as_json() for r in self.streams]
-
     def text(self) -> str:
         lines = []
         for r in self.streams:
@@ -106,7 +103,3 @@ class VerifyReport(Rows[StreamReport]):
                 if f.kind in PROBLEMS
             ]
         return "\n".join(lines)
-
-    @property
-    def exit_code(self) -> int:
-        return worst([r.exit_code for r in self.streams])

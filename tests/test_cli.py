@@ -134,6 +134,18 @@ def test_with_json_logs_the_error_line_is_json_too(tmp_path: Path) -> None:
     assert nothing_written(root)
 
 
+def test_ls_of_a_stream_the_archive_lacks_is_a_usage_error(tmp_path: Path) -> None:
+    """Streams are chosen the same way as verify and drill do: a name the archive does
+    not hold is a mistake to say, not an empty listing."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    for argv in (["ls", "NOPE"], ["ls", "--stream", "NOPE"], ["verify", "NOPE"]):
+        result = run_cli(*argv, "--store", str(root))
+        assert result.returncode == 2, argv
+        assert "the archive holds no stream NOPE" in one_line(result.stderr)
+    assert json.loads(run_cli("ls", "--store", str(root), "--json").stdout) == []
+
+
 def test_every_variable_is_named_after_its_option() -> None:
     """ARCHIVER_<OPTION> for every option a deployment sets, named in one place."""
     import click

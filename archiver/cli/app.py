@@ -3,12 +3,11 @@ errors, and printing a result."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -89,8 +88,8 @@ def say(exc: ArchiverError) -> None:
 
 
 def with_errors(func: F) -> F:
-    """Our errors end the command with one line and their exit code; Ctrl-C and SIGTERM
-    with one line and 130."""
+    """Our errors end the command with one line and their exit code; Ctrl-C with one
+    line and 130."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -112,10 +111,6 @@ def settings_from(params: dict[str, Any]) -> Settings:
 
     setup_logging(params.get("verbose", 0), params.get("log_format") or "text")
     return resolve(params)
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def finish(result: Result, as_json: bool, deliver: Callable[[], None] | None = None) -> None:

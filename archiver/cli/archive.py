@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from archiver.cli.app import finish, main, run_async, settings_from, setup_logging, with_errors
+from archiver.cli.app import finish, main, settings_from, setup_logging, with_errors
 from archiver.cli.options import (
     common_options,
     env_option,
@@ -17,24 +18,17 @@ from archiver.cli.options import (
     streams_option,
 )
 
-
-def metrics_delivery(command: str, params: dict[str, Any]) -> Any:
-    """Take the metrics options out of ``params``; a function that delivers a result's
-    metrics to them (None when none are set)."""
+if TYPE_CHECKING:
     from archiver.delivery import MetricsTarget
 
-    target = MetricsTarget(
+
+def metrics_target(params: dict[str, Any]) -> MetricsTarget:
+    """Take the metrics options out of ``params``: where the command's metrics go."""
+    from archiver.delivery import MetricsTarget
+
+    return MetricsTarget(
         params.pop("pushgateway"), params.pop("metrics_file"), params.pop("metrics_job")
     )
-    if not target:
-        return None
-
-    def deliver_for(result: Any, settings: Any) -> Any:
-        from archiver.delivery import deliver
-
-        return lambda: deliver(command, result, settings, target)
-
-    return deliver_for
 
 
 @main.command()
@@ -51,11 +45,12 @@ def metrics_delivery(command: str, params: dict[str, Any]) -> Any:
 def run(as_json: bool, **params: Any) -> None:
     """Archive each selected stream (default: all) up to its last sequence, then exit."""
     from archiver.archive.run import run as archive_run
+    from archiver.delivery import deliver
 
-    delivery = metrics_delivery("run", params)
+    target = metrics_target(params)
     settings = settings_from(params)
-    report = run_async(archive_run(settings))
-    finish(report, as_json, delivery and delivery(report, settings))
+    report = asyncio.run(archive_run(settings))
+    finish(report, as_json, lambda: deliver("run", report, settings, target))
 
 
 @main.command()
@@ -70,11 +65,12 @@ def status(as_json: bool, **params: Any) -> None:
     Exits 3 when a stream is at-risk or lost.
     """
     from archiver.archive.status import status as find_status
+    from archiver.delivery import deliver
 
-    delivery = metrics_delivery("status", params)
+    target = metrics_target(params)
     settings = settings_from(params)
-    report = run_async(find_status(settings))
-    finish(report, as_json, delivery and delivery(report, settings))
+    report = asyncio.run(find_status(settings))
+    finish(report, as_json, lambda: deliver("status", report, settings, target))
 
 
 @main.command(name="ls")
@@ -110,4 +106,4 @@ def demo(workdir: Path, messages: int, verbose: int) -> None:
     from archiver.demo import run_demo
 
     setup_logging(verbose)
-    sys.exit(run_async(run_demo(workdir, messages, click.echo)))
+    sys.exit(asyncio.run(run_demo(workdir, messages, click.echo)))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import click
 
-from archiver.cli.app import finish, main, run_async, settings_from, with_errors
-from archiver.cli.archive import metrics_delivery
+from archiver.cli.app import finish, main, settings_from, with_errors
+from archiver.cli.archive import metrics_target
 from archiver.cli.options import common_options, json_option, metrics_options, streams_option
 from archiver.cli.replay import time_bound
 
@@ -41,7 +42,7 @@ def verify_command(
     if against_nats:
         from archiver.proof.compare import compare_with_nats
 
-        run_async(compare_with_nats(settings, report))
+        asyncio.run(compare_with_nats(settings, report))
     finish(report, as_json)
 
 
@@ -78,16 +79,17 @@ def drill_command(
 
     Exits 0 when every restored message matched the archive, 3 otherwise.
     """
+    from archiver.delivery import deliver
     from archiver.proof.drill import drill
     from archiver.proof.report import write_reports
     from archiver.store import open_store
 
-    delivery = metrics_delivery("drill", params)
+    target = metrics_target(params)
     settings = settings_from(params)
     since_ns = time_bound("since", since)
-    report = run_async(drill(settings, drill_streams, target_url, since_ns, keep))
+    report = asyncio.run(drill(settings, drill_streams, target_url, since_ns, keep))
     if report_path:
         written = write_reports(report, open_store(settings.store_url, settings.s3), report_path)
         if not as_json:
             click.echo("report: " + ", ".join(str(p) for p in written))
-    finish(report, as_json, delivery and delivery(report, settings))
+    finish(report, as_json, lambda: deliver("drill", report, settings, target))

@@ -110,8 +110,10 @@ class DrillReport:
 
     def as_json(self) -> list[dict[str, object]]:
         """A row per stream, each with the drill's own fields."""
-        drill = {k: v for k, v in self.document().items() if k not in ("streams", "ok")}
-        return [{**row, **drill} for row in self.document()["streams"]]
+        whole = self.document()
+        rows = whole.pop("streams")
+        del whole["ok"]
+        return [{**row, **whole} for row in rows]
 
     def text(self) -> str:
         lines = []

@@ -5,6 +5,7 @@
     │   ├── ApiError              the JetStream API answered with an error code
     │   ├── LeaseHeld             another run holds the stream's lease
     │   └── LeaseLost             our lease expired or was taken: stop writing
+    │       └── FenceLost         another run committed the same seqs first: stop
     ├── StoreError                S3 or directory unreachable, denied, missing bucket
     │   └── AlreadyExists         a commit found its final name taken
     ├── MetricsError              Pushgateway or metrics file could not take the metrics
@@ -56,6 +57,11 @@ class LeaseHeld(SourceError):
 
 class LeaseLost(SourceError):
     """Our lease expired or was taken: stop writing at once."""
+
+
+class FenceLost(LeaseLost):
+    """Another run committed the sequences this run was about to commit: it took over
+    while this one was paused. Nothing of ours counts; the other run's files do."""
 
 
 class StoreError(ArchiverError):

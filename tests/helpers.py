@@ -69,6 +69,15 @@ def data_keys(store: Store, stream: str | None = None) -> list[str]:
     return [o.key for o in store.list(prefix) if layout.parse_data_key(o.key)]
 
 
+def unfence(store: Store, stream: str) -> None:
+    """Make the stream's archive one written before the commit fence (no markers, no
+    base records), so that a test can plant objects that count without a marker."""
+    from archiver.format import layout
+
+    for o in list(store.list(layout.commit_prefix(stream))):
+        store.delete(o.key)
+
+
 async def publish(
     url: str, stream: str, subjects: Iterable[str], payload: bytes = b"x" * 100
 ) -> list[int]:

@@ -16,6 +16,7 @@ from helpers import (
     settings,
     stored_messages,
     stream_messages,
+    unfence,
     wait_until,
 )
 from natsserver import NatsServer
@@ -265,6 +266,7 @@ def test_stream_that_rewound_below_the_archive_is_not_resumed(
     key = data_keys(store)[0]
     name = layout.parse_data_key(key)
     assert name is not None
+    unfence(store, "AUTH")
     store.put_bytes(
         layout.data_key("AUTH", name.day, name.generation, 21, 40), store.get_bytes(key)
     )
@@ -419,6 +421,7 @@ def test_a_changed_creation_time_continues_the_generation(nats: NatsServer, tmp_
     asyncio.run(run(cfg))
     # Pretend the archive was written when the stream had another creation time.
     store = open_store(str(root))
+    unfence(store, "AUTH")
     for key in data_keys(store):
         n = layout.parse_data_key(key)
         assert n is not None

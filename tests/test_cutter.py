@@ -11,6 +11,7 @@ from archiver.archive.cutter import Cutter
 from archiver.config import FileLimits
 from archiver.format import layout
 from archiver.format.batch import Batch
+from archiver.format.fence import Fence
 from archiver.format.gaps import Gap, GapKind, decode_record
 from archiver.store.memory import MemoryStore
 
@@ -27,9 +28,7 @@ def batch(seqs: list[int], times: list[int]) -> Batch:
 def cutter(store: MemoryStore, tmp_path: Path, **limits: int) -> tuple[Cutter, list[str]]:
     order: list[str] = []
     c = Cutter(
-        store,
-        "AUTH",
-        "20260101T000000000000Z",
+        Fence(store, "AUTH", "20260101T000000000000Z", "test"),
         "{}",
         FileLimits(row_group_rows=1000, **limits),
         tmp_path,
@@ -87,11 +86,16 @@ def test_gap_record_is_committed_before_the_file_after_it(tmp_path: Path) -> Non
     c.add(batch([6, 7], [MIDNIGHT_NS + 2, MIDNIGHT_NS + 3]))
     c.add_gaps([Gap(8, 9, GapKind.EXPIRED)])
     c.finish()
-    kinds = ["gap" if "_gaps" in k else "data" for k in committed]
-    assert kinds == ["data", "gap", "data", "gap"]
+    def kind(key: str) -> str:
+        if "_commits" in key:
+            return "base" if key.endswith("-base.json") else "marker"
+        return "gap" if "_gaps" in key else "data"
+
+    kinds = [kind(k) for k in committed]
+    assert kinds == ["data", "base", "marker", "gap", "marker", "data", "marker", "gap", "marker"]
     assert order == ["renew"] * 4, "the lease is renewed before every commit"
-    last = decode_record(store.get_bytes(committed[-1]))
-    assert last == [Gap(8, 9, GapKind.EXPIRED)] and committed[-1].endswith("-lost.json.zst")
+    last = decode_record(store.get_bytes(committed[-2]))
+    assert last == [Gap(8, 9, GapKind.EXPIRED)] and committed[-2].endswith("-lost.json.zst")
 
 
 def test_a_failed_commit_leaves_nothing_and_no_spool_file(tmp_path: Path) -> None:
@@ -101,9 +105,7 @@ def test_a_failed_commit_leaves_nothing_and_no_spool_file(tmp_path: Path) -> Non
         raise RuntimeError("lease lost")
 
     c = Cutter(
-        store,
-        "AUTH",
-        "20260101T000000000000Z",
+        Fence(store, "AUTH", "20260101T000000000000Z", "test"),
         "{}",
         FileLimits(row_group_rows=1000, max_rows=2),
         tmp_path,
@@ -138,7 +140,7 @@ def test_holes_inside_a_file_travel_in_its_footer(tmp_path: Path) -> None:
     c.add_gaps([Gap(3, 4, GapKind.DELETED)])
     c.add(batch([5], [MIDNIGHT_NS + 2]))
     c.finish()
-    (key,) = keys(store)
+    (key,) = [k for k in keys(store) if layout.parse_data_key(k)]
     local = tmp_path / "f.parquet"
     store.download(key, local)
     meta = pq.read_metadata(local).metadata

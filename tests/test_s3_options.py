@@ -76,7 +76,7 @@ def test_flags_encrypt_and_class_every_object(
         nats, s3_env, tmp_path, "--s3-sse", "AES256", "--s3-storage-class", "STANDARD_IA"
     )
     heads = _heads(s3_env, prefix)
-    assert _kinds(heads) == {"data", "_gaps", "_runs"}
+    assert _kinds(heads) == {"data", "_gaps", "_runs", "_commits"}
     assert all(h == {"class": "STANDARD_IA", "sse": "AES256"} for h in heads.values()), heads
     # Encrypted objects read back as before: verify reads every byte.
     verify = run_cli("verify", "--store", f"s3://{s3_env.bucket}/{prefix}", env=s3_env.env())

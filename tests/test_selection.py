@@ -8,6 +8,7 @@ from pathlib import Path
 from archiver.archive.cutter import Cutter
 from archiver.config import FileLimits
 from archiver.format.batch import Batch
+from archiver.format.fence import Fence
 from archiver.replay.selection import Selection, iter_selected, select_files
 from archiver.replay.subjects import SubjectFilter
 from archiver.store.memory import MemoryStore
@@ -31,9 +32,7 @@ def archive(tmp_path: Path) -> CountingStore:
     """9,000 incompressible 2 kB messages, files of 3,000, row groups of 1,000, 1 ms apart."""
     store = CountingStore()
     cutter = Cutter(
-        store,
-        "AUTH",
-        GEN,
+        Fence(store, "AUTH", GEN, "test"),
         "{}",
         FileLimits(row_group_rows=1000, max_rows=3000),
         tmp_path,

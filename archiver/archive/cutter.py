@@ -3,7 +3,10 @@
 Runs in a worker thread (Parquet encoding and uploads must not stall the event loop,
 or the server would cut the reader off as a slow consumer). Commits happen strictly in
 sequence order, each preceded by the gap record of the holes before it, so a crash at
-any point leaves the archive a clean prefix of the stream.
+any point leaves the archive a clean prefix of the stream. Each link (gap record or
+data file) is written, then claimed with its commit marker (``archiver.format.fence``);
+the record of losses inside a file is written between the two, so no committed file
+can be without it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from pathlib import Path
 
 from archiver import failpoints
 from archiver.config import FileLimits
-from archiver.errors import StoreError
+from archiver.errors import AlreadyExists, StoreError
 from archiver.format import layout
 from archiver.format.batch import Batch
+from archiver.format.catalog import DataFile
+from archiver.format.fence import Fence
 from archiver.format.gaps import Gap, GapKind, encode_record
+from archiver.format.reader import read_footer
 from archiver.format.writer import DataFileSummary, DataFileWriter
-from archiver.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +54,16 @@ class Cutter:
 
     def __init__(
         self,
-        store: Store,
-        stream: str,
-        generation: str,
+        fence: Fence,
         stream_config: str,
         limits: FileLimits,
         spool_dir: Path | None,
         before_commit: Callable[[], None],
     ) -> None:
-        self.store = store
-        self.stream = stream
-        self.generation = generation
+        self.fence = fence
+        self.store = fence.store
+        self.stream = fence.stream
+        self.generation = fence.generation
         self.stream_config = stream_config
         self.limits = limits
         self.spool_dir = spool_dir
@@ -158,7 +162,17 @@ class Cutter:
             self.before_commit()
             failpoints.hit("before-commit")
             upload_started = time.monotonic()
-            self.store.put_file(key, summary.path, summary.file_sha256)
+            losses = self._upload(key, summary, [g for g in inside if g.kind is GapKind.EXPIRED])
+            if losses:
+                # Before the marker: a committed file always has its loss record, so
+                # status and metrics see the loss without opening files.
+                self._put(
+                    *encode_record(
+                        self.stream, self.generation, losses, (summary.first_seq, summary.last_seq)
+                    )
+                )
+            failpoints.hit("before-marker")
+            self.fence.claim(key, summary.first_seq, summary.last_seq)
             failpoints.hit("after-commit")
             log.info(
                 "%s: committed %s (%d messages)",
@@ -178,9 +192,34 @@ class Cutter:
         finally:
             summary.path.unlink(missing_ok=True)
         self._count(summary)
-        # Losses inside the file also get a record of their own, so status sees them
-        # without opening files (the footer already holds them for verify).
-        self._record([g for g in inside if g.kind is GapKind.EXPIRED])
+
+    def _upload(self, key: str, summary: DataFileSummary, losses: list[Gap]) -> list[Gap]:
+        """Upload the file; the losses inside the stored object (ours, or those of an
+        uncommitted copy of the same range left by an earlier run, which we commit)."""
+        try:
+            self.store.put_file(key, summary.path, summary.file_sha256)
+            return losses
+        except AlreadyExists:
+            log.warning(
+                "%s: an uncommitted copy of %s exists already (left by an earlier run); "
+                "committing it",
+                self.stream,
+                key,
+                extra={"stream": self.stream, "key": key},
+            )
+        name = layout.parse_data_key(key)
+        assert name is not None
+        meta = read_footer(self.store, DataFile(key, name, 0))
+        found = json.loads(meta.get("archiver.gaps") or "[]")
+        return [Gap(a, b, GapKind(kind)) for a, b, kind in found if kind == GapKind.EXPIRED]
+
+    def _put(self, key: str, body: bytes) -> None:
+        """Write a record; an earlier run's record of the same range stands for ours
+        (the seqs it names are gone either way)."""
+        try:
+            self.store.put_bytes(key, body)
+        except AlreadyExists:
+            log.info("%s: record %s exists already", self.stream, key)
 
     def _count(self, summary: DataFileSummary) -> None:
         t = self.totals
@@ -198,12 +237,13 @@ class Cutter:
         return taken
 
     def _record(self, gaps: list[Gap]) -> None:
-        """Commit a gap record for ``gaps`` (nothing when empty)."""
+        """Commit a gap record for ``gaps`` (nothing when empty) as a link."""
         if not gaps:
             return
         key, body = encode_record(self.stream, self.generation, gaps)
         self.before_commit()
-        self.store.put_bytes(key, body)
+        self._put(key, body)
+        self.fence.claim(key, gaps[0].first_seq, gaps[-1].last_seq)
 
     def finish(self) -> None:
         """Commit the open file, then the trailing holes after it."""

@@ -11,7 +11,7 @@ from archiver.errors import (
     DataAtRisk,
 )
 from archiver.format import catalog
-from archiver.format.catalog import DataFile
+from archiver.format.catalog import DataFile, Generation
 from archiver.format.reader import read_footer
 from archiver.nats.api import StreamInfo, get_message
 from archiver.nats.conn import RawClient
@@ -21,7 +21,7 @@ from archiver.timefmt import format_ns
 log = logging.getLogger(__name__)
 
 
-async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) -> str:
+async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) -> Generation:
     """The generation to archive into: the stream's, unless it only looks new.
 
     Some nats-server releases change a stream's creation time on a restart or a config
@@ -29,21 +29,24 @@ async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) ->
     at the previous generation's last archived seq is the very message archived there,
     is the same stream: continuing that generation avoids archiving it all again.
     """
-    current = info.generation
-    if await asyncio.to_thread(catalog.archived_seq, store, info.name, current):
+    found = await asyncio.to_thread(catalog.read_stream, store, info.name)
+    current = found.get(info.generation) or Generation(info.generation)
+    if current.end:
         return current
-    previous = await asyncio.to_thread(catalog.newest_other_generation, store, info.name, current)
-    if previous is None or previous.name.last_seq > info.last_seq:
+    others = [g for name, g in found.items() if name != info.generation and g.files]
+    previous = others[-1] if others else None
+    last = previous.last_file if previous else None
+    if previous is None or last is None or last.name.last_seq > info.last_seq:
         return current  # sequences restarted: a new stream
-    if await _holds_archived_message(nc, store, info.name, previous):
+    if await _holds_archived_message(nc, store, info.name, last):
         log.warning(
             "%s: creation time changed but seq %d still holds the archived message; "
             "continuing generation %s",
             info.name,
-            previous.name.last_seq,
-            previous.name.generation,
+            last.name.last_seq,
+            previous.name,
         )
-        return previous.name.generation
+        return previous
     return current
 
 
@@ -53,24 +56,20 @@ async def _holds_archived_message(nc: RawClient, store: Store, stream: str, f: D
     return server is not None and str(server.time_ns) == meta.get("last_time_ns")
 
 
-async def check_boundary(
-    nc: RawClient, store: Store, info: StreamInfo, generation: str, archived_seq: int
-) -> None:
+async def check_boundary(nc: RawClient, store: Store, info: StreamInfo, gen: Generation) -> None:
     """The server's message at our last archived seq must be the one we archived.
 
     A cluster that lost acknowledged writes and then took new ones can have a last
     sequence above ours while the sequences themselves now hold other messages.
     """
-    if archived_seq < info.first_seq:
-        return
-    newest = await asyncio.to_thread(catalog.last_file, store, info.name, generation)
-    if newest is None or newest.name.last_seq != archived_seq:
+    newest = gen.last_file
+    if gen.end < info.first_seq or newest is None or newest.name.last_seq != gen.end:
         return
     meta = await asyncio.to_thread(read_footer, store, newest)
-    server = await get_message(nc, info.name, archived_seq)
+    server = await get_message(nc, info.name, gen.end)
     if server is not None and str(server.time_ns) != meta.get("last_time_ns"):
         raise DataAtRisk(
-            f"stream {info.name} diverged from the archive: seq {archived_seq} now holds a message "
+            f"stream {info.name} diverged from the archive: seq {gen.end} now holds a message "
             f"stored at {format_ns(server.time_ns)}, not the archived {meta.get('last_time')}",
             hint="the stream lost and rewrote messages; investigate before archiving more",
         )

@@ -20,6 +20,7 @@ import zstandard
 from archiver import failpoints
 from archiver.archive.cutter import Cutter
 from archiver.archive.generation import check_boundary, effective_generation
+from archiver.archive.heal import heal
 from archiver.archive.holes import HoleFinder, fresh_info
 from archiver.archive.lease import Lease, Leases
 from archiver.archive.select import is_selected, select_streams
@@ -31,8 +32,9 @@ from archiver.errors import (
     SourceError,
     stream_failure,
 )
-from archiver.format import catalog, layout
+from archiver.format import layout
 from archiver.format.batch import Batch
+from archiver.format.fence import Fence
 from archiver.format.gaps import Gap, GapKind
 from archiver.nats.api import StreamInfo, list_all_streams
 from archiver.nats.conn import RawClient, connect
@@ -58,6 +60,8 @@ class StreamResult:
     lost: int = 0
     deleted: int = 0
     consumed: int = 0
+    healed: int = 0
+    """Committed data files found gone from the store and archived again."""
     generation: str = ""
     skipped: str | None = None
     error: str | None = None
@@ -116,20 +120,32 @@ async def archive_stream(
         # Read the stream's state only now that it is ours: a run that held the lease
         # before us may have archived further, or the stream may have been recreated.
         info = await fresh_info(nc, name)
-        generation = await effective_generation(nc, store, info)
-        archived_seq = await asyncio.to_thread(catalog.archived_seq, store, name, generation)
+        gen = await effective_generation(nc, store, info)
+        archived_seq = gen.end
         if archived_seq > info.last_seq:
             raise DataAtRisk(
                 f"stream {name} ends at seq {info.last_seq} but the archive holds up to "
                 f"{archived_seq}: the stream lost messages or was rebuilt",
                 hint="investigate before archiving more; nothing was written",
             )
-        await check_boundary(nc, store, info, generation, archived_seq)
-        result = StreamResult(name, archived_seq + 1, info.last_seq, generation=generation)
-        if archived_seq < info.last_seq:
+        await check_boundary(nc, store, info, gen)
+        result = StreamResult(name, archived_seq + 1, info.last_seq, generation=gen.name)
+        fence = Fence(store, name, gen.name, leases.holder, archived_seq, gen.fenced)
+        if archived_seq < info.last_seq or gen.missing:
             lease.start_keepalive()
             try:
-                await _copy(nc, store, settings, lease, info, generation, archived_seq, result)
+                if gen.missing:
+                    result.healed = await heal(
+                        nc,
+                        fence,
+                        info,
+                        gen.missing,
+                        lease.ensure,
+                        settings.limits,
+                        settings.spool_dir,
+                    )
+                if archived_seq < info.last_seq:
+                    await _copy(nc, settings, lease, info, fence, archived_seq, result)
             except Exception as exc:
                 # Keep what was committed before the failure in the summary.
                 result.error, result.error_exit = stream_failure(exc, name, log)
@@ -151,18 +167,16 @@ async def archive_stream(
 
 async def _copy(
     nc: RawClient,
-    store: Store,
     settings: Settings,
     lease: Lease,
     info: StreamInfo,
-    generation: str,
+    fence: Fence,
     archived_seq: int,
     result: StreamResult,
 ) -> None:
+    store, generation = fence.store, fence.generation
     cutter = Cutter(
-        store,
-        info.name,
-        generation,
+        fence,
         info.config_json(),
         settings.limits,
         settings.spool_dir,

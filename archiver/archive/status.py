@@ -14,8 +14,8 @@ from archiver.archive.generation import effective_generation
 from archiver.archive.select import is_selected, select_streams
 from archiver.config import Settings
 from archiver.errors import DataAtRisk, stream_failure
-from archiver.format import catalog, layout
-from archiver.format.gaps import decode_record, lost_count
+from archiver.format import catalog
+from archiver.format.gaps import Gap, GapKind, covered_count, decode_record
 from archiver.nats.api import StreamInfo, get_message, list_all_streams
 from archiver.nats.conn import RawClient, connect
 from archiver.render import EXIT_DATA, EXIT_OK, Rows, table
@@ -101,26 +101,29 @@ class StatusReport(Rows[StreamStatus]):
         return "\n".join([rows, *errors])
 
 
-def _recorded_loss(store: Store, stream: str, generation: str) -> int:
-    total = 0
-    for gap in catalog.gap_records(store, stream, generation):
-        if gap.lost:
-            key = layout.gap_key(stream, generation, gap.first_seq, gap.last_seq, lost=True)
+def _recorded_loss(store: Store, gen: catalog.Generation) -> int:
+    """Seqs the generation's records say expired before they were archived. Counted as a
+    union: a loss seen by two runs (one whose file was never committed) counts once."""
+    expired: list[Gap] = []
+    for name in gen.records:
+        if name.lost:
             try:
-                total += lost_count(decode_record(store.get_bytes(key)))
+                expired += [
+                    g for g in decode_record(store.get_bytes(name.key)) if g.kind is GapKind.EXPIRED
+                ]
             except (ValueError, KeyError, zstandard.ZstdError) as exc:
                 raise DataAtRisk(
-                    f"gap record {key} is damaged: {exc}", hint="run archiver verify"
+                    f"gap record {name.key} is damaged: {exc}", hint="run archiver verify"
                 ) from exc
-    return total
+    return covered_count(expired)
 
 
 async def stream_status(
     nc: RawClient, store: Store, info: StreamInfo, margin_s: float
 ) -> StreamStatus:
-    generation = await effective_generation(nc, store, info)
-    archived = await asyncio.to_thread(catalog.archived_seq, store, info.name, generation)
-    lost = await asyncio.to_thread(_recorded_loss, store, info.name, generation)
+    gen = await effective_generation(nc, store, info)
+    archived = gen.end
+    lost = await asyncio.to_thread(_recorded_loss, store, gen)
     behind = max(0, info.last_seq - archived)
     age: float | None = None
     expires: float | None = None
@@ -149,7 +152,7 @@ async def stream_status(
         oldest_unarchived_age_s=None if age is None else round(age, 3),
         expires_in_s=None if expires is None else round(expires, 3),
         state=state,
-        generation=generation,
+        generation=gen.name,
         lost=lost,
     )
 

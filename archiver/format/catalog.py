@@ -1,17 +1,20 @@
-"""What the archive holds for a stream, read from key names alone (no file is opened).
+"""What the archive holds for a stream: the committed objects, from one listing.
 
-Progress is nothing but committed objects: the resume point of a generation is the
-highest sequence covered by a data file or a gap record of that generation.
+Progress is nothing but committed objects (see ``archiver.format.fence``): the resume
+point of a generation is the end of its committed chain. Key names say almost
+everything; the one object read per generation is the last link's marker (and the
+base record), so the answer never depends on message times or date partitions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from archiver.errors import UsageError
 from archiver.format import layout
-from archiver.format.layout import FileName, GapName
+from archiver.format.fence import Link, read_base, read_marker
+from archiver.format.layout import FileName, GapName, MarkerName
 from archiver.store.base import Store
 
 
@@ -22,63 +25,121 @@ class DataFile:
     size: int
 
 
-def data_files(store: Store, stream: str) -> list[DataFile]:
-    """Every data file of the stream, in key order (date, generation, sequence)."""
-    files = []
+@dataclass(slots=True)
+class Generation:
+    """One generation of a stream as the fence says: what counts and what does not."""
+
+    name: str
+    files: list[DataFile] = field(default_factory=list)
+    """Committed data files, in seq order."""
+    records: list[GapName] = field(default_factory=list)
+    """Gap records that count: committed links, records from before the fence, and the
+    ``-inside`` records of committed files."""
+    end: int = 0
+    """The highest seq the committed chain accounts for: the next run resumes after it."""
+    missing: list[Link] = field(default_factory=list)
+    """Committed links whose object is gone from the store (healable while the server
+    still holds their seqs)."""
+    orphans: list[str] = field(default_factory=list)
+    """Objects no marker commits: left by runs that lost the fence or crashed between
+    writing an object and its marker. Ignored by every reader."""
+    fenced: bool = False
+    """The generation has a base record (its new links carry markers)."""
+
+    @property
+    def last_file(self) -> DataFile | None:
+        return self.files[-1] if self.files else None
+
+
+@dataclass(slots=True)
+class _Listed:
+    files: list[DataFile] = field(default_factory=list)
+    records: list[GapName] = field(default_factory=list)
+    markers: list[MarkerName] = field(default_factory=list)
+    base: bool = False
+
+
+def read_stream(store: Store, stream: str) -> dict[str, Generation]:
+    """Every generation of the stream that left objects, by generation id (sorted)."""
+    listed: dict[str, _Listed] = defaultdict(_Listed)
     for obj in store.list(layout.stream_prefix(stream)):
-        name = layout.parse_data_key(obj.key)
-        if name is not None:
-            files.append(DataFile(obj.key, name, obj.size))
-    return files
+        if (f := layout.parse_data_key(obj.key)) is not None and f.stream == stream:
+            listed[f.generation].files.append(DataFile(obj.key, f, obj.size))
+        elif (g := layout.parse_gap_key(obj.key)) is not None and g.stream == stream:
+            listed[g.generation].records.append(g)
+        elif (m := layout.parse_marker_key(obj.key)) is not None and m.stream == stream:
+            if m.first_seq is None:
+                listed[m.generation].base = True
+            else:
+                listed[m.generation].markers.append(m)
+    return {gen: _resolve(store, stream, gen, listed[gen]) for gen in sorted(listed)}
 
 
-def gap_records(store: Store, stream: str, generation: str | None = None) -> list[GapName]:
-    """The stream's gap records (of one generation: only that one is listed)."""
-    prefix = layout.gap_prefix(stream) + (f"g{generation}-" if generation else "")
-    found = (layout.parse_gap_key(o.key) for o in store.list(prefix))
-    return [g for g in found if g is not None]
-
-
-def last_file(store: Store, stream: str, generation: str) -> DataFile | None:
-    """The generation's data file with the highest sequences, or None.
-
-    Walks the date partitions newest first. Stored times may step back across midnight
-    (the cutter then starts a file in the earlier day), so once a partition holds a file
-    of the generation, the day before it is looked at too; older days cannot hold
-    higher sequences. A run lists two or three days, not years of files.
-    """
-    best: DataFile | None = None
-    found_on: date | None = None
-    for prefix in reversed(store.list_dirs(layout.stream_prefix(stream))):
-        day = layout.parse_date_prefix(prefix)
-        if day is None:
+def _resolve(store: Store, stream: str, gen: str, listed: _Listed) -> Generation:
+    out = Generation(gen, fenced=listed.base or bool(listed.markers))
+    links = [r for r in listed.records if not r.inside]
+    if not out.fenced:
+        # Written wholly before the fence: everything counts, as it always did.
+        out.files = sorted(listed.files, key=lambda f: f.name.first_seq)
+        out.records = listed.records
+        out.end = max([f.name.last_seq for f in out.files] + [r.last_seq for r in links] + [0])
+        return out
+    base = read_base(store, layout.base_key(stream, gen)) if listed.base else 0
+    by_range: dict[tuple[int, int], str] = {}
+    for r in links:
+        by_range.setdefault((r.first_seq, r.last_seq), r.key)
+    for f in listed.files:
+        by_range[(f.name.first_seq, f.name.last_seq)] = f.key  # a file wins a tie
+    present = {f.key for f in listed.files} | {r.key for r in links}
+    # Below the base, unmarked objects count: they were written before the fence.
+    committed = {f.key for f in listed.files if f.name.last_seq <= base}
+    committed |= {r.key for r in links if r.last_seq <= base}
+    firsts = sorted(m.first_seq for m in listed.markers if m.first_seq is not None)
+    out.end = base
+    for i, first in enumerate(firsts):
+        key = by_range.get((first, firsts[i + 1] - 1)) if i + 1 < len(firsts) else None
+        if key is not None:
+            # A link ends where the next one starts: its key name says which object.
+            committed.add(key)
             continue
-        if found_on is not None and (found_on - day).days > 1:
-            break
-        for o in store.list(prefix):
-            n = layout.parse_data_key(o.key)
-            if (
-                n is not None
-                and n.generation == generation
-                and (best is None or n.last_seq > best.name.last_seq)
-            ):
-                best = DataFile(o.key, n, o.size)
-        if best is not None and found_on is None:
-            found_on = day
-    return best
+        link = read_marker(store, layout.marker_key(stream, gen, first))
+        out.end = max(out.end, link.last_seq)
+        if link.key in present:
+            committed.add(link.key)
+        else:
+            out.missing.append(link)
+    out.files = sorted(
+        (f for f in listed.files if f.key in committed), key=lambda f: f.name.first_seq
+    )
+    file_ranges = {(f.name.first_seq, f.name.last_seq) for f in out.files}
+    for r in listed.records:
+        counts = (r.first_seq, r.last_seq) in file_ranges if r.inside else r.key in committed
+        if counts:
+            out.records.append(r)
+        else:
+            out.orphans.append(r.key)
+    out.orphans += [f.key for f in listed.files if f.key not in committed]
+    return out
 
 
-def newest_other_generation(store: Store, stream: str, generation: str) -> DataFile | None:
-    """The last file of the newest generation other than ``generation``, if any."""
-    others = sorted({f.name.generation for f in data_files(store, stream)} - {generation})
-    return last_file(store, stream, others[-1]) if others else None
+def data_files(store: Store, stream: str) -> list[DataFile]:
+    """Every committed data file of the stream, by generation then sequence."""
+    return [f for g in read_stream(store, stream).values() for f in g.files]
 
 
-def archived_seq(store: Store, stream: str, generation: str) -> int:
+def gap_records(store: Store, stream: str) -> list[GapName]:
+    """The stream's gap records that count, of every generation."""
+    return [r for g in read_stream(store, stream).values() for r in g.records]
+
+
+def generation(store: Store, stream: str, gen: str) -> Generation:
+    """One generation (empty when it left no objects)."""
+    return read_stream(store, stream).get(gen) or Generation(gen)
+
+
+def archived_seq(store: Store, stream: str, gen: str) -> int:
     """The highest sequence this generation's archive accounts for (0: nothing yet)."""
-    gaps = [g.last_seq for g in gap_records(store, stream, generation)]
-    newest = last_file(store, stream, generation)
-    return max([*gaps, newest.name.last_seq if newest else 0])
+    return generation(store, stream, gen).end
 
 
 def choose_streams(store: Store, names: tuple[str, ...]) -> list[str]:

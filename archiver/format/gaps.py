@@ -65,8 +65,21 @@ def lost_count(gaps: list[Gap]) -> int:
     return sum(g.count for g in gaps if g.kind is GapKind.EXPIRED)
 
 
-def encode_record(stream: str, generation: str, gaps: list[Gap]) -> tuple[str, bytes]:
-    """The key and zstd JSON body of a gap record covering ``gaps`` (in order)."""
+def covered_count(gaps: list[Gap]) -> int:
+    """How many seqs the gaps cover together (overlaps counted once)."""
+    total, reach = 0, 0
+    for g in sorted(gaps, key=lambda g: g.first_seq):
+        if g.last_seq > reach:
+            total += g.last_seq - max(g.first_seq, reach + 1) + 1
+            reach = g.last_seq
+    return total
+
+
+def encode_record(
+    stream: str, generation: str, gaps: list[Gap], inside: tuple[int, int] | None = None
+) -> tuple[str, bytes]:
+    """The key and zstd JSON body of a gap record covering ``gaps`` (in order), or with
+    ``inside`` the ``(first_seq, last_seq)`` of the data file whose losses it holds."""
     body: dict[str, Any] = {
         "stream": stream,
         "generation": generation,
@@ -74,9 +87,8 @@ def encode_record(stream: str, generation: str, gaps: list[Gap]) -> tuple[str, b
         "lost": lost_count(gaps),
         "gaps": [{**asdict(g), "kind": str(g.kind)} for g in gaps],
     }
-    key = layout.gap_key(
-        stream, generation, gaps[0].first_seq, gaps[-1].last_seq, lost=body["lost"] > 0
-    )
+    first, last = inside or (gaps[0].first_seq, gaps[-1].last_seq)
+    key = layout.gap_key(stream, generation, first, last, body["lost"] > 0, inside is not None)
     return key, zstandard.ZstdCompressor().compress(json.dumps(body).encode())
 
 

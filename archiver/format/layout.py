@@ -2,7 +2,15 @@
 
     stream=<NAME>/date=<YYYY-MM-DD>/g<GEN>-<first_seq>-<last_seq>.parquet
     stream=<NAME>/_gaps/g<GEN>-<first_seq>-<last_seq>[-lost].json.zst
+    stream=<NAME>/_gaps/g<GEN>-<first_seq>-<last_seq>-inside.json.zst
     stream=<NAME>/_runs/g<GEN>-<first_seq>-<last_seq>.json.zst
+    stream=<NAME>/_commits/g<GEN>-<first_seq>.json
+    stream=<NAME>/_commits/g<GEN>-base.json
+
+A gap record ``-inside`` holds the losses inside the data file of the same generation
+and range. A commit marker says which object holds the sequences from ``first_seq``
+on; the base record says where a generation's markers begin (see
+``archiver.format.fence``).
 
 Sequences are zero-padded to 20 digits (the width of a uint64) so that a listing
 returns files in sequence order. ``GEN`` is the stream's creation time
@@ -24,7 +32,11 @@ _FILE_RE = re.compile(
 )
 _GAP_RE = re.compile(
     r"^stream=(?P<stream>[^/]+)/_gaps/"
-    r"g(?P<gen>\d{8}T\d{12}Z)-(?P<first>\d{20})-(?P<last>\d{20})(?P<lost>-lost)?\.json\.zst$"
+    r"g(?P<gen>\d{8}T\d{12}Z)-(?P<first>\d{20})-(?P<last>\d{20})(?P<suffix>-lost|-inside)?"
+    r"\.json\.zst$"
+)
+_MARKER_RE = re.compile(
+    r"^stream=(?P<stream>[^/]+)/_commits/g(?P<gen>\d{8}T\d{12}Z)-(?P<first>\d{20}|base)\.json$"
 )
 
 
@@ -65,6 +77,25 @@ class GapName:
     last_seq: int
     lost: bool
     """The record holds messages that expired before they were archived."""
+    inside: bool = False
+    """The record holds the losses inside the data file of this range (not a link of
+    the generation's chain: the file is)."""
+
+    @property
+    def key(self) -> str:
+        return gap_key(
+            self.stream, self.generation, self.first_seq, self.last_seq, self.lost, self.inside
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerName:
+    """A commit marker's key: the link of ``generation`` that starts at ``first_seq``, or
+    (``first_seq`` None) the generation's base record."""
+
+    stream: str
+    generation: str
+    first_seq: int | None
 
 
 def generation_of(created_ns: int) -> str:
@@ -97,8 +128,10 @@ def gap_prefix(stream: str) -> str:
     return f"{stream_prefix(stream)}_gaps/"
 
 
-def gap_key(stream: str, generation: str, first_seq: int, last_seq: int, lost: bool) -> str:
-    suffix = "-lost" if lost else ""
+def gap_key(
+    stream: str, generation: str, first_seq: int, last_seq: int, lost: bool, inside: bool = False
+) -> str:
+    suffix = "-inside" if inside else "-lost" if lost else ""
     return (
         f"{gap_prefix(stream)}"
         f"g{generation}-{first_seq:0{SEQ_WIDTH}d}-{last_seq:0{SEQ_WIDTH}d}{suffix}.json.zst"
@@ -123,7 +156,30 @@ def parse_gap_key(key: str) -> GapName | None:
     m = _GAP_RE.match(key)
     if not m:
         return None
-    return GapName(m["stream"], m["gen"], int(m["first"]), int(m["last"]), bool(m["lost"]))
+    inside = m["suffix"] == "-inside"
+    return GapName(
+        m["stream"], m["gen"], int(m["first"]), int(m["last"]), inside or bool(m["suffix"]), inside
+    )
+
+
+def commit_prefix(stream: str) -> str:
+    return f"{stream_prefix(stream)}_commits/"
+
+
+def marker_key(stream: str, generation: str, first_seq: int) -> str:
+    return f"{commit_prefix(stream)}g{generation}-{first_seq:0{SEQ_WIDTH}d}.json"
+
+
+def base_key(stream: str, generation: str) -> str:
+    return f"{commit_prefix(stream)}g{generation}-base.json"
+
+
+def parse_marker_key(key: str) -> MarkerName | None:
+    m = _MARKER_RE.match(key)
+    if not m:
+        return None
+    first = None if m["first"] == "base" else int(m["first"])
+    return MarkerName(m["stream"], m["gen"], first)
 
 
 def parse_date_prefix(prefix: str) -> date | None:

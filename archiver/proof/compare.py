@@ -74,7 +74,8 @@ async def compare_report(nc: RawClient, store: Store, report: StreamReport) -> N
         info = await stream_info(nc, report.stream)
     except UsageError:
         return  # the stream is gone from the server: nothing to compare with
-    if await effective_generation(nc, store, info) != report.generation or not report.last_seq:
+    current = await effective_generation(nc, store, info)
+    if current.name != report.generation or not report.last_seq:
         return
     start, end = max(info.first_seq, 1), min(info.last_seq, report.last_seq)
     if start > end:

@@ -13,7 +13,7 @@ from html import escape
 import zstandard
 
 from archiver.errors import DataFileCorrupt
-from archiver.format import catalog, layout
+from archiver.format import catalog
 from archiver.format.reader import read_footer
 from archiver.store import Store
 
@@ -25,7 +25,8 @@ ROW, BAR_W, LEFT, TOP = 70, 5, 150, 30
 def _hours(store: Store, stream: str) -> tuple[Counter[int], Counter[int]]:
     """Files per hour (by their last message) and gap records per hour recorded."""
     files: Counter[int] = Counter()
-    for f in catalog.data_files(store, stream):
+    found = catalog.read_stream(store, stream).values()
+    for f in (f for g in found for f in g.files):
         try:
             last = int(read_footer(store, f).get("last_time_ns", 0) or 0)
         except DataFileCorrupt:
@@ -33,10 +34,9 @@ def _hours(store: Store, stream: str) -> tuple[Counter[int], Counter[int]]:
         if last:
             files[last // HOUR_NS] += 1
     gaps: Counter[int] = Counter()
-    for g in catalog.gap_records(store, stream):
-        key = layout.gap_key(stream, g.generation, g.first_seq, g.last_seq, g.lost)
+    for name in (r for g in found for r in g.records):
         try:
-            body = json.loads(zstandard.ZstdDecompressor().decompress(store.get_bytes(key)))
+            body = json.loads(zstandard.ZstdDecompressor().decompress(store.get_bytes(name.key)))
         except (ValueError, zstandard.ZstdError):
             continue
         gaps[int(body.get("recorded_at", 0) * 1e9) // HOUR_NS] += 1

@@ -223,10 +223,9 @@ async def _drill_stream(
     sel = Selection(stream, since_ns=since_ns)
     generation, files = await asyncio.to_thread(select_files, store, sel)
     result.generation = generation
-    all_files = [f for f in catalog.data_files(store, stream) if f.name.generation == generation]
-    checked = await asyncio.to_thread(
-        verify_generation, store, stream, generation, all_files, settings.retention_s
-    )
+    gen = await asyncio.to_thread(catalog.generation, store, stream, generation)
+    all_files = gen.files
+    checked = await asyncio.to_thread(verify_generation, store, stream, gen, settings.retention_s)
     result.verify_problems = [
         f"{f.kind} seq {f.first_seq}..{f.last_seq} {f.key or ''} {f.detail}".strip()
         for f in checked.findings

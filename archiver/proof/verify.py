@@ -10,6 +10,10 @@ footer, or explained by a gap record. Each hole is classified:
 - ``expired``: removed from the stream before it was archived (lost; recorded by run)
 - ``before-archive`` / ``consumed``: gone before the first run / taken by a WorkQueue
 - ``missing``: in no file and no record: a file lost or damaged after it was committed
+  (``healable`` in its detail when a commit marker names the lost file: the next
+  ``archiver run`` archives those seqs again while the server still holds them)
+- ``uncommitted``: an object no commit marker names, left by a run that lost the commit
+  fence or died before its marker; ignored by every reader, safe to delete
 
 Findings of kind ``damaged``, ``mismatch``, ``overlap`` and ``missing`` make exit 3.
 """
@@ -158,23 +162,22 @@ def _subtract(holes: list[tuple[int, int]], gaps: list[Gap]) -> list[tuple[int, 
     return out
 
 
-def _records(store: Store, stream: str, generation: str) -> Iterator[tuple[str, list[Gap] | None]]:
-    for name in catalog.gap_records(store, stream, generation):
-        key = layout.gap_key(stream, generation, name.first_seq, name.last_seq, name.lost)
+def _records(store: Store, gen: catalog.Generation) -> Iterator[tuple[str, list[Gap] | None]]:
+    for name in gen.records:
         try:
-            yield key, decode_record(store.get_bytes(key))
+            yield name.key, decode_record(store.get_bytes(name.key))
         except (ValueError, KeyError, zstandard.ZstdError):
-            yield key, None
+            yield name.key, None
 
 
 def verify_generation(
     store: Store,
     stream: str,
-    generation: str,
-    files: list[DataFile],
+    gen: catalog.Generation,
     retention_s: float | None = None,
     now: datetime | None = None,
 ) -> StreamReport:
+    generation, files = gen.name, gen.files
     report = StreamReport(stream, generation)
     spans: list[tuple[int, int, str, str | None, str]] = []  # first, last, kind, key, detail
     held: list[tuple[int, int, str]] = []  # seq ranges files hold rows for, and the file
@@ -194,7 +197,7 @@ def verify_generation(
                 (a, b, covered.key)
                 for a, b in _subtract([(covered.first_seq, covered.last_seq)], covered.inner_gaps)
             ]
-    for key, gaps in _records(store, stream, generation):
+    for key, gaps in _records(store, gen):
         if gaps is None:
             name = layout.parse_gap_key(key)
             assert name is not None
@@ -202,12 +205,42 @@ def verify_generation(
             continue
         spans += [(g.first_seq, g.last_seq, str(g.kind), key, "gap record") for g in gaps]
         recorded += [(g, key) for g in gaps]
-    _tile(report, spans, catalog.finished_seq(store, stream, generation))
+    _tile(report, spans, max(gen.end, catalog.finished_seq(store, stream, generation)))
     _records_over_rows(report, held, recorded)
+    _healable(report, gen)
+    for key in gen.orphans:
+        orphan = layout.parse_data_key(key) or layout.parse_gap_key(key)
+        assert orphan is not None
+        report.add(
+            "uncommitted",
+            orphan.first_seq,
+            orphan.last_seq,
+            key,
+            "no commit marker names it (a run lost the commit fence or died before its "
+            "marker): ignored, safe to delete",
+        )
     if retention_s is not None:
         runs = catalog.run_records(store, stream, generation)
         _retire_expired_head(report, runs, retention_s, now or datetime.now(UTC))
     return report
+
+
+def _healable(report: StreamReport, gen: catalog.Generation) -> None:
+    """Say which missing seqs the next run archives again: those of committed data
+    files that are gone from the store (their markers still say where they belong)."""
+    lost_files = [m for m in gen.missing if layout.parse_data_key(m.key) is not None]
+    for i, f in enumerate(report.findings):
+        if f.kind != "missing":
+            continue
+        for m in lost_files:
+            if m.first_seq <= f.last_seq and f.first_seq <= m.last_seq:
+                report.findings[i] = replace(
+                    f,
+                    key=m.key,
+                    detail=f"committed file {m.key} is gone from the store; healable: the "
+                    "next archiver run archives these seqs again while the server holds them",
+                )
+                break
 
 
 def _retire_expired_head(
@@ -304,18 +337,11 @@ def verify(settings: Settings, streams: tuple[str, ...]) -> VerifyReport:
 
 def verify_stream(store: Store, stream: str, retention_s: float | None) -> list[StreamReport]:
     """A report per generation of the stream."""
-    files = catalog.data_files(store, stream)
-    generations = sorted(
-        {f.name.generation for f in files}
-        | {g.generation for g in catalog.gap_records(store, stream)}
-    )
+    generations = [
+        g for g in catalog.read_stream(store, stream).values() if g.files or g.records or g.end
+    ]
     if not generations:
         report = StreamReport(stream, "")
         report.add("missing", 1, 1, None, "no files at all")
         return [report]
-    return [
-        verify_generation(
-            store, stream, g, [f for f in files if f.name.generation == g], retention_s
-        )
-        for g in generations
-    ]
+    return [verify_generation(store, stream, g, retention_s) for g in generations]

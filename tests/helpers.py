@@ -46,16 +46,16 @@ def settings(nats_url: str, store_url: str, **overrides: Any) -> Settings:
 
 
 def read_archive(store: Store, tmp: Path, stream: str | None = None) -> pa.Table:
-    """Every row of every data file (of one stream), downloaded and read with pyarrow."""
-    from archiver.format import layout
+    """Every row of every committed data file (of one stream), as the commit fence says,
+    downloaded and read with pyarrow."""
+    from archiver.format import catalog
 
     tables = []
-    prefix = layout.stream_prefix(stream) if stream else ""
-    for i, obj in enumerate(store.list(prefix)):
-        if layout.parse_data_key(obj.key) is None:
-            continue
+    streams = [stream] if stream else catalog.streams_in_archive(store)
+    keys = [f.key for s in streams for f in catalog.data_files(store, s)]
+    for i, key in enumerate(keys):
         local = tmp / f"read-{i}.parquet"
-        store.download(obj.key, local)
+        store.download(key, local)
         tables.append(pq.read_table(local))
     if not tables:
         return pa.table({"seq": pa.array([], pa.uint64())})

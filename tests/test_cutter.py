@@ -92,7 +92,7 @@ def test_gap_record_is_committed_before_the_file_after_it(tmp_path: Path) -> Non
         return "gap" if "_gaps" in key else "data"
 
     kinds = [kind(k) for k in committed]
-    assert kinds == ["data", "base", "marker", "gap", "marker", "data", "marker", "gap", "marker"]
+    assert kinds == ["base", "data", "marker", "gap", "marker", "data", "marker", "gap", "marker"]
     assert order == ["renew"] * 4, "the lease is renewed before every commit"
     last = decode_record(store.get_bytes(committed[-2]))
     assert last == [Gap(8, 9, GapKind.EXPIRED)] and committed[-2].endswith("-lost.json.zst")

@@ -162,6 +162,7 @@ class Cutter:
             self.before_commit()
             failpoints.hit("before-commit")
             upload_started = time.monotonic()
+            self.fence.prepare()
             losses = self._upload(key, summary, [g for g in inside if g.kind is GapKind.EXPIRED])
             if losses:
                 # Before the marker: a committed file always has its loss record, so
@@ -242,6 +243,7 @@ class Cutter:
             return
         key, body = encode_record(self.stream, self.generation, gaps)
         self.before_commit()
+        self.fence.prepare()
         self._put(key, body)
         self.fence.claim(key, gaps[0].first_seq, gaps[-1].last_seq)
 

@@ -64,7 +64,9 @@ class Fence:
     its object is written. Calls come from one thread at a time (the cutter's).
 
     ``end`` is where the run resumes; ``has_base`` whether the generation has its base
-    record, which the first claim writes otherwise. Two runs starting the fence at once
+    record, which ``prepare`` writes otherwise, before the run's first object: an
+    object in a generation without a base counts (it was written before the fence), so
+    none of ours may appear before the base does. Two runs starting the fence at once
     compute the same end from the same unmarked objects and write identical bytes; any
     other base means the archive moved under us, so we stop.
     """
@@ -85,7 +87,8 @@ class Fence:
         self._end = end
         self._has_base = has_base
 
-    def _ensure_base(self) -> None:
+    def prepare(self) -> None:
+        """Call before writing each link's object (only the first call writes)."""
         if self._has_base:
             return
         key = layout.base_key(self.stream, self.generation)
@@ -104,7 +107,7 @@ class Fence:
         this very object (a retry of ours whose answer was lost counts as ours: the
         store settles identical bytes quietly).
         """
-        self._ensure_base()
+        self.prepare()
         marker = layout.marker_key(self.stream, self.generation, first_seq)
         body = {
             "key": key,

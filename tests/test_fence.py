@@ -1,0 +1,184 @@
+"""The commit is the fence: whatever the timing, no two committed files hold one seq.
+
+Leases save work; these tests take them out of the picture (a run frozen past its
+lease, or leases disabled) and check that the archive, as every reader sees it, still
+holds each message exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import data_keys, nats_client, publish, read_archive, run_cli, settings, wait_until
+from natsserver import NatsServer
+from test_archive import add_streams
+from test_crash import write_policy
+
+from archiver.archive import run as run_module
+from archiver.archive.lease import Leases
+from archiver.config import FileLimits
+from archiver.format import catalog, layout
+from archiver.store import Store
+
+N = 1500
+
+
+async def publish_incompressible(url: str, n: int) -> None:
+    """12 kB of random bytes each: 500 rows make a 6 MB file, a multipart upload on S3."""
+    async with nats_client(url) as nc:
+        js = nc.jetstream()
+        for i in range(n):
+            await js.publish(f"auth.{i % 7}", os.urandom(12_000))
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is frozen by SIGSTOP (state T in /proc)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _exactly_once(store: Store, tmp_path: Path, n: int) -> None:
+    seqs = read_archive(store, tmp_path, "AUTH").column("seq").to_pylist()
+    assert len(seqs) == len(set(seqs)), "a message is stored twice"
+    assert sorted(seqs) == list(range(1, n + 1)), "messages are missing"
+
+
+@pytest.mark.slow
+def test_a_run_frozen_past_its_lease_mid_upload_commits_nothing_twice(
+    nats: NatsServer, any_store: tuple[str, Store], tmp_path: Path
+) -> None:
+    """Run A freezes in the middle of its first upload; its lease runs out; run B, which
+    cuts files of another size, archives the stream; then A wakes and finishes."""
+    url, store = any_store
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish_incompressible(nats.url, N))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    policy_a = write_policy(tmp_path / "a", url, file_max_rows=500)
+    policy_b = write_policy(tmp_path / "b", url, file_max_rows=700)
+    frozen = subprocess.Popen(
+        [sys.executable, "-m", "archiver", "run", "--nats-url", nats.url, "--policy", str(policy_a)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ARCHIVER_FAILPOINTS": "mid-upload:1=stop"},
+    )
+    try:
+        wait_until(lambda: _stopped(frozen.pid), "run A to freeze mid-upload")
+
+        def b_archived() -> bool:
+            b = run_cli("run", "--nats-url", nats.url, "--policy", str(policy_b), "--json")
+            return b.returncode == 0 and '"messages": 0' not in b.stdout
+
+        wait_until(b_archived, "run B to take the lease over and archive the stream")
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    _, stderr = frozen.communicate(timeout=120)
+    assert frozen.returncode == 1, stderr
+    assert "another run committed seq 1 first" in stderr, stderr
+    assert "Traceback" not in stderr
+    _exactly_once(store, tmp_path, N)
+    # A's file is in the store, uncommitted: verify names it and the archive is whole.
+    assert len(data_keys(store)) == len(catalog.data_files(store, "AUTH")) + 1
+    checked = run_cli("verify", "--store", url, "--json")
+    assert checked.returncode == 0, checked.stdout
+    assert '"uncommitted"' in checked.stdout
+
+
+class _NoLease:
+    """A lease that never refuses: as if the lease's timing had failed entirely."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        self.barrier = barrier
+        self.waited = False
+
+    def start_keepalive(self) -> None:
+        pass
+
+    def ensure(self) -> None:
+        # Both runs reach their first commit before either makes it: they both started
+        # from the same resume point and race for the same seqs.
+        if not self.waited:
+            self.waited = True
+            self.barrier.wait(timeout=60)
+
+    async def release(self) -> None:
+        pass
+
+
+def test_two_runs_without_leases_never_commit_a_seq_twice(
+    nats: NatsServer,
+    any_store: tuple[str, Store],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, store = any_store
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.{i % 7}" for i in range(N)]))
+    barrier = threading.Barrier(2)
+
+    async def acquire(self: Leases, stream: str) -> Any:
+        return _NoLease(barrier)
+
+    monkeypatch.setattr(Leases, "acquire", acquire)
+
+    async def both() -> list[run_module.RunReport]:
+        return await asyncio.gather(
+            *(
+                run_module.run(settings(nats.url, url, limits=FileLimits(1000, max_rows=rows)))
+                for rows in (400, 700)
+            )
+        )
+
+    reports = asyncio.run(both())
+    rows = [r.streams[0] for r in reports]
+    losers = [r for r in rows if r.error]
+    assert len(losers) == 1, [r.error for r in rows]
+    assert "another run committed seq 1 first" in (losers[0].error or "")
+    _exactly_once(store, tmp_path, N)
+    # Every file of the winner counts; the loser's first file is in the store, ignored.
+    (winner,) = [r for r in rows if not r.error]
+    assert len(catalog.data_files(store, "AUTH")) == winner.files
+    assert run_cli("verify", "--store", url).returncode == 0
+
+
+def test_resume_point_ignores_message_times_and_date_partitions(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """The chain's end is the resume point, wherever the files' date partitions are: a
+    newer file filed under an older day (a node whose clock ran ahead, then was set
+    back) must not make the next run archive anything twice."""
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root), limits=FileLimits(1000, max_rows=10))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 30))
+    asyncio.run(run_module.run(cfg))
+    from archiver.store import open_store
+
+    store = open_store(str(root))
+    # Move the newest file two days back, as a clock stepping back would have filed it.
+    newest = sorted(data_keys(store))[-1]
+    name = layout.parse_data_key(newest)
+    assert name is not None and name.last_seq == 30
+    old_day = name.day.replace(day=1) if name.day.day > 3 else name.day.replace(year=2020)
+    moved = layout.data_key("AUTH", old_day, name.generation, name.first_seq, name.last_seq)
+    store.put_bytes(moved, store.get_bytes(newest))
+    store.delete(newest)
+    marker = layout.marker_key("AUTH", name.generation, name.first_seq)
+    for _o in list(store.list(marker)):  # its commit marker now names the moved file
+        body = store.get_bytes(marker).replace(newest.encode(), moved.encode())
+        store.delete(marker)
+        store.put_bytes(marker, body)
+    assert catalog.archived_seq(store, "AUTH", name.generation) == 30
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 5))
+    again = asyncio.run(run_module.run(cfg)).streams[0]
+    assert (again.from_seq, again.messages) == (31, 5)
+    _exactly_once(store, tmp_path, 35)

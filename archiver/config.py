@@ -36,6 +36,9 @@ _SIZE_UNITS = {
 }
 
 
+LEASE_TTL_MIN_S, LEASE_TTL_MAX_S = 1.0, 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class FileLimits:
     """How data files are cut and written: zstd level, row group and file sizes."""
@@ -108,7 +111,7 @@ class ArchivePolicy(_Strict):
     file_max_rows: int = Field(default=5_000_000, ge=1)
     file_max_bytes: int | str = "256MiB"
     at_risk_margin: float | str = "24h"
-    lease_ttl: float | str = "10m"
+    lease_ttl: float | str = "1m"
     lease_bucket: str = "archiver-leases"
     spool_dir: Path | None = None
     # How long the store keeps files (its lifecycle rule's expiry); verify then reads a
@@ -130,10 +133,20 @@ class ArchivePolicy(_Strict):
     def _size(cls, v: int | str) -> int:
         return parse_size(v)
 
-    @field_validator("at_risk_margin", "lease_ttl")
+    @field_validator("at_risk_margin")
     @classmethod
     def _duration(cls, v: float | str) -> float:
         return _seconds(v)
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, v: float | str) -> float:
+        # Renewed every third of it: below a second the renewals are the run's work;
+        # above an hour a killed run keeps its streams from the next hourly runs.
+        seconds = _seconds(v)
+        if not LEASE_TTL_MIN_S <= seconds <= LEASE_TTL_MAX_S:
+            raise ValueError("lease_ttl must be between 1s and 1h (default 1m)")
+        return seconds
 
 
 class Policy(_Strict):
@@ -186,7 +199,7 @@ class Settings:
     limits: FileLimits = field(default_factory=FileLimits)
     at_risk_margin_s: float = 86_400.0
     lease_bucket: str = "archiver-leases"
-    lease_ttl_s: float = 600.0
+    lease_ttl_s: float = 60.0
     spool_dir: Path | None = None
     retention_s: float | None = None
 

@@ -183,6 +183,8 @@ def test_nats_password_is_never_printed(tmp_path: Path) -> None:
         ("archive:\n  compresion_level: 3\n", "archive.compresion_level"),
         ("archive:\n  compression_level: 99\n", "archive.compression_level"),
         ("archive:\n  at_risk_margin: soon\n", "archive.at_risk_margin"),
+        ("archive:\n  lease_ttl: 0\n", "lease_ttl must be between 1s and 1h"),
+        ("archive:\n  lease_ttl: 2d\n", "lease_ttl must be between 1s and 1h"),
         ("- a list\n", "must be a mapping"),
     ],
 )

@@ -60,6 +60,7 @@ class Cutter:
         spool_dir: Path | None,
         before_commit: Callable[[], None],
     ) -> None:
+        self._stopping = False
         self.fence = fence
         self.store = fence.store
         self.stream = fence.stream
@@ -159,7 +160,7 @@ class Cutter:
                 summary.first_seq,
                 summary.last_seq,
             )
-            self.before_commit()
+            self._check()
             failpoints.hit("before-commit")
             upload_started = time.monotonic()
             self.fence.prepare()
@@ -242,7 +243,7 @@ class Cutter:
         if not gaps:
             return
         key, body = encode_record(self.stream, self.generation, gaps)
-        self.before_commit()
+        self._check()
         self.fence.prepare()
         self._put(key, body)
         self.fence.claim(key, gaps[0].first_seq, gaps[-1].last_seq)
@@ -253,11 +254,25 @@ class Cutter:
         self._record(self._holes)
         self._holes = []
 
+    def stop(self) -> None:
+        """Make the next commit raise instead (thread-safe): the run is being stopped."""
+        self._stopping = True
+
+    def _check(self) -> None:
+        if self._stopping:
+            raise StopRequested("the run was stopped before this commit")
+        self.before_commit()
+
     def abort(self) -> None:
         """Drop the open file uncommitted (the next run re-reads it)."""
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+
+
+class StopRequested(Exception):
+    """Raised in the cutter's thread when the run is stopped (never reaches a user: the
+    cancellation that caused it does)."""
 
 
 def gaps_json(gaps: list[Gap]) -> str:

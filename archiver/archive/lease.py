@@ -3,9 +3,10 @@
 The CronJob's ``concurrencyPolicy: Forbid`` does not stop a manual run, a second
 CronJob or a slow pod that outlives its deadline. The lease does, using the bucket's
 compare-and-set: ``create`` succeeds for one holder only, each renewal names the
-revision it last wrote, and the bucket's ``max_age`` ends a crashed holder's lease.
-Renewing right before every commit is the fence: a holder that lost its lease (paused
-longer than the TTL) finds out before it writes, not after.
+revision it last wrote, and the bucket's ``max_age`` ends a killed holder's lease
+within ``lease_ttl``. The lease only saves work: a holder paused past its TTL may still
+believe it holds it, and the commit fence (``archiver.format.fence``), not the lease,
+keeps such a run from committing anything twice.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import re
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from archiver.errors import LeaseHeld, LeaseLost, SourceError
+from archiver.errors import ArchiverError, LeaseHeld, LeaseLost, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,17 @@ class Leases:
         self.js = nc.jetstream()
         self.bucket = bucket
         self.ttl = ttl
-        self.holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = time.time()
+        self.holder = f"{self.host}/{self.pid}/{uuid.uuid4().hex[:8]}"
         self._kv: Any = None
 
     async def _bucket(self) -> Any:
         if self._kv is None:
             try:
                 self._kv = await self.js.key_value(self.bucket)
+                await self._check_ttl()
             except nats.js.errors.BucketNotFoundError:
                 try:
                     self._kv = await self.js.create_key_value(
@@ -65,22 +71,74 @@ class Leases:
                     self._kv = await self.js.key_value(self.bucket)
             except nats.errors.Error as exc:
                 raise SourceError(f"cannot open lease bucket {self.bucket}: {exc}") from exc
+            except ArchiverError:
+                self._kv = None
+                raise
         return self._kv
 
+    async def _check_ttl(self) -> None:
+        """The bucket's TTL is fixed when it is created: a ``lease_ttl`` changed since
+        would be silently ignored, and two runs could hold one lease. Fix it, or refuse."""
+        stream = f"KV_{self.bucket}"
+        try:
+            info = await self.js.stream_info(stream)
+            if info.config.max_age is not None and abs(info.config.max_age - self.ttl) < 0.001:
+                return
+            old = info.config.max_age
+            info.config.max_age = self.ttl
+            await self.js.update_stream(info.config)
+        except nats.errors.Error as exc:
+            raise SourceError(
+                f"the lease bucket {self.bucket} does not expire leases after lease_ttl "
+                f"({self.ttl:g}s) and cannot be changed: {exc}",
+                hint=f"run `nats stream edit {stream} --max-age {self.ttl:g}s`, or set "
+                "lease_ttl to the bucket's TTL",
+            ) from exc
+        log.warning(
+            "lease bucket %s expired leases after %ss; changed to lease_ttl, %gs",
+            self.bucket,
+            "never " if old is None else f"{old:g}",
+            self.ttl,
+        )
+
     def _value(self) -> bytes:
-        return json.dumps({"holder": self.holder, "renewed_at": time.time()}).encode()
+        return json.dumps(
+            {
+                "holder": self.holder,
+                "host": self.host,
+                "pid": self.pid,
+                "started_at": self.started_at,
+                "renewed_at": time.time(),
+                "ttl": self.ttl,
+            }
+        ).encode()
 
     async def acquire(self, stream: str) -> Lease:
-        """Take the stream's lease or raise ``LeaseHeld``."""
+        """Take the stream's lease or raise ``LeaseHeld`` saying who holds it."""
         kv = await self._bucket()
         key = lease_key(stream)
         try:
             revision = await kv.create(key, self._value())
         except nats.js.errors.KeyWrongLastSequenceError as exc:
-            raise LeaseHeld(f"stream {stream} is being archived by another run") from exc
+            held = LeaseHeld(f"stream {stream} is being archived by {await self._holder(kv, key)}")
+            raise held from exc
         except nats.errors.Error as exc:
             raise SourceError(f"cannot take the lease for {stream}: {exc}") from exc
         return Lease(self, kv, stream, key, revision)
+
+    async def _holder(self, kv: Any, key: str) -> str:
+        """Who holds the lease, and until when unless renewed: for the skip's line."""
+        try:
+            entry = await kv.get(key)
+            value = json.loads(entry.value)
+            until = float(value["renewed_at"]) + float(value.get("ttl", self.ttl))
+            return (
+                f"another run (host {value['host']}, pid {value['pid']}, started "
+                f"{_utc(value['started_at'])}); its lease runs until {_utc(until)} "
+                "unless renewed"
+            )
+        except (nats.errors.Error, ValueError, KeyError, TypeError):
+            return "another run"  # released meanwhile, or a holder of an older version
 
 
 class Lease:
@@ -153,3 +211,7 @@ class Lease:
                 self.stream,
                 self.remaining(),
             )
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -64,6 +64,8 @@ class StreamResult:
     """Committed data files found gone from the store and archived again."""
     generation: str = ""
     skipped: str | None = None
+    leased_by: str | None = None
+    """Who holds the lease of a stream skipped as leased, and until when."""
     error: str | None = None
     error_exit: int = 0
 
@@ -82,7 +84,9 @@ class StreamResult:
     def log_fields(self) -> dict[str, object]:
         """Fields for JSON log lines: the summary without the long texts."""
         return {
-            k: v for k, v in self.as_json().items() if k not in ("error", "skipped", "generation")
+            k: v
+            for k, v in self.as_json().items()
+            if k not in ("error", "skipped", "leased_by", "generation")
         }
 
 
@@ -105,6 +109,10 @@ class RunReport(Rows[StreamResult]):
         "error",
     )
 
+    def text(self) -> str:
+        held = [f"{r.stream}: skipped: {r.leased_by}" for r in self.streams if r.leased_by]
+        return "\n".join([Rows.text(self), *held])
+
 
 async def archive_stream(
     nc: RawClient, store: Store, settings: Settings, leases: Leases, name: str
@@ -115,7 +123,8 @@ async def archive_stream(
         lease = await leases.acquire(name)
     except LeaseHeld as exc:
         log.warning("%s", exc, extra={"stream": name})
-        return StreamResult(name, 0, 0, skipped="leased")
+        held_by = str(exc).removeprefix(f"stream {name} is being archived by ")
+        return StreamResult(name, 0, 0, skipped="leased", leased_by=held_by)
     try:
         # Read the stream's state only now that it is ours: a run that held the lease
         # before us may have archived further, or the stream may have been recreated.
@@ -203,9 +212,9 @@ async def _copy(
                 raise item
             failpoints.hit("after-read")
             _count(result, cutter.add_gaps, await holes.holes_before(item.seqs))
-            await asyncio.to_thread(cutter.add, item)
+            await _in_thread(cutter, cutter.add, item)
         _count(result, cutter.add_gaps, await holes.holes_up_to(info.last_seq))
-        await asyncio.to_thread(cutter.finish)
+        await _in_thread(cutter, cutter.finish)
         # The run record is verify's end mark: without it, a lost last file would
         # leave no trace in the archive.
         await asyncio.to_thread(_record_run, store, generation, result)
@@ -226,6 +235,20 @@ async def _copy(
             result.lost,
             extra=result.log_fields(),
         )
+
+
+async def _in_thread(cutter: Cutter, work: Callable[..., None], *args: object) -> None:
+    """Run the cutter's work in a thread. A thread cannot be cancelled: when the run is
+    (SIGTERM, SIGINT), the cutter is told to stop before its next commit and the thread
+    is waited for, so that nothing uses the open file while it is removed."""
+    running = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        cutter.stop()
+        with contextlib.suppress(BaseException):
+            await running
+        raise
 
 
 def _unavailable(name: str) -> StreamResult:

@@ -3,11 +3,13 @@ errors, and printing a result."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -87,9 +89,49 @@ def say(exc: ArchiverError) -> None:
     click.echo(line, err=True)
 
 
+class Stopped(Exception):
+    """The work was cancelled by SIGTERM or SIGINT and has cleaned up after itself."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def run_async(work: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` where SIGTERM (Kubernetes stopping the pod) and SIGINT cancel the
+    work instead of killing the process: its ``finally`` blocks release leases and
+    remove spool files, then ``Stopped`` is raised. A second signal is ignored while
+    that clean-up runs."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        received: list[int] = []
+
+        def stop(signum: int) -> None:
+            if not received:
+                received.append(signum)
+                task.cancel()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if received:
+                raise Stopped(received[0]) from None
+            raise
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
 def with_errors(func: F) -> F:
     """Our errors end the command with one line and their exit code; Ctrl-C with one
-    line and 130."""
+    line and 130, SIGTERM (through ``run_async``) with one line and 143."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -98,11 +140,25 @@ def with_errors(func: F) -> F:
         except ArchiverError as exc:
             say(exc)
             sys.exit(exc.exit_code)
+        except Stopped as exc:
+            _stopped_line(
+                f"stopped by {exc}: leases released, nothing half-written was committed; "
+                "the next run resumes where this one stopped",
+                128 + exc.signum,
+            )
         except KeyboardInterrupt:
-            click.echo("archiver: interrupted; nothing half-written was committed", err=True)
-            sys.exit(INTERRUPTED)
+            _stopped_line("interrupted; nothing half-written was committed", INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _stopped_line(message: str, code: int) -> None:
+    if _context_meta().get("log_format") == "json":
+        line = json.dumps({"level": "WARNING", "message": message, "exit_code": code})
+    else:
+        line = f"archiver: {message}"
+    click.echo(line, err=True)
+    sys.exit(code)
 
 
 def settings_from(params: dict[str, Any]) -> Settings:

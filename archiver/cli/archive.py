@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from archiver.cli.app import finish, main, settings_from, setup_logging, with_errors
+from archiver.cli.app import finish, main, run_async, settings_from, setup_logging, with_errors
 from archiver.cli.options import (
     common_options,
     env_option,
@@ -49,7 +49,7 @@ def run(as_json: bool, **params: Any) -> None:
 
     target = metrics_target(params)
     settings = settings_from(params)
-    report = asyncio.run(archive_run(settings))
+    report = run_async(archive_run(settings))
     finish(report, as_json, lambda: deliver("run", report, settings, target))
 
 

@@ -1,0 +1,107 @@
+"""Leases that tell the truth: their TTL is the policy's, they say who holds them, and a
+stopped run gives them back at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import lease_released, nats_client, publish, read_archive, run_cli, wait_until
+from natsserver import NatsServer
+from test_archive import add_streams
+from test_crash import write_policy
+from test_fence import _stopped
+
+from archiver.archive.lease import Leases
+from archiver.config import ArchivePolicy
+from archiver.errors import LeaseHeld
+from archiver.store import open_store
+
+N = 3000
+
+
+def test_the_default_lease_is_taken_over_within_a_minute() -> None:
+    """A run killed with SIGKILL (an OOM kill, a lost node) cannot release its lease: the
+    next hourly run, or the Job's retry, must not skip the stream for long."""
+    assert ArchivePolicy().lease_ttl == 60
+
+
+def test_a_bucket_made_with_another_ttl_is_set_to_the_policys(nats: NatsServer) -> None:
+    """The server keeps a bucket's TTL from its creation: a lease_ttl raised later was
+    silently ignored, and a second run took a lease the first still believed it held."""
+
+    async def case() -> float | None:
+        async with nats_client(nats.url) as nc:
+            js = nc.jetstream()
+            await js.create_key_value(bucket="leases", history=1, ttl=3)
+            lease = await Leases(nc, "leases", ttl=60).acquire("AUTH")
+            await lease.release()
+            return (await js.stream_info("KV_leases")).config.max_age
+
+    assert asyncio.run(case()) == 60
+
+
+def test_a_leased_stream_says_who_holds_it_and_until_when(nats: NatsServer) -> None:
+    async def case() -> str:
+        async with nats_client(nats.url) as nc:
+            held = await Leases(nc, "leases", ttl=30).acquire("AUTH")
+            try:
+                await Leases(nc, "leases", ttl=30).acquire("AUTH")
+            except LeaseHeld as exc:
+                return str(exc)
+            finally:
+                await held.release()
+            raise AssertionError("the second acquire took a held lease")
+
+    message = asyncio.run(case())
+    assert f"pid {os.getpid()}" in message and "host " in message, message
+    assert "started 20" in message and "runs until 20" in message, message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_run_releases_its_lease_and_spool_and_says_so(
+    nats: NatsServer, tmp_path: Path, signum: int
+) -> None:
+    """Kubernetes stops pods with SIGTERM: the next run must archive at once, not skip
+    the stream as leased until the lease runs out."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.{i % 9}" for i in range(N)]))
+    root = tmp_path / "archive"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    policy = write_policy(tmp_path, str(root), lease_ttl="1h", spool_dir=str(spool))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "archiver", "run", "--nats-url", nats.url, "--policy", str(policy)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Freeze in the middle of the second file, a spool file open.
+        env={**os.environ, "ARCHIVER_FAILPOINTS": "after-write:2=stop"},
+    )
+    wait_until(lambda: _stopped(proc.pid), "the run to reach the middle of a file")
+    assert list(spool.iterdir()), "a spool file is being written"
+    proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    name = signal.Signals(signum).name
+    assert stderr.strip().splitlines()[-1] == (
+        f"archiver: stopped by {name}: leases released, nothing half-written was committed; "
+        "the next run resumes where this one stopped"
+    )
+    assert list(spool.iterdir()) == []
+    assert lease_released(nats.url, "AUTH")  # at once: the lease's TTL is an hour
+    again = run_cli("run", "--nats-url", nats.url, "--policy", str(policy), "--json")
+    assert again.returncode == 0, again.stderr
+    (row,) = json.loads(again.stdout)
+    assert row["skipped"] is None and row["from_seq"] == 501
+    seqs = read_archive(open_store(str(root)), tmp_path)
+    assert sorted(seqs.column("seq").to_pylist()) == list(range(1, N + 1))

@@ -191,3 +191,27 @@ def test_an_unexpected_error_in_one_stream_leaves_verify_going(
     assert rows["SFS"].ok and rows["SFS"].rows == 7
     assert not rows["AUTH"].ok and "unexpected error" in (rows["AUTH"].error or "")
     assert report.exit_code == 1
+
+
+def test_a_transient_footer_read_error_is_an_error_not_a_diverged_stream(
+    stream: NatsServer, s3_store: S3Store, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """The run reads its last file's footer to check the stream still holds the archived
+    message there. S3 trouble on that read must not read as "diverged" (exit 3), nor as
+    "nothing archived" (a new generation archiving the whole stream again)."""
+    url, options = through_proxy(s3_store, fault_proxy, attempts=2)
+    asyncio.run(run(settings(stream.url, url, s3=options, limits=small_files())))
+    asyncio.run(publish(stream.url, "AUTH", ["auth.more"] * 10))
+    before = set(data_keys(s3_store))
+    fault_proxy.inject("503", r"^GET .*\.parquet", times=20)
+    result = asyncio.run(run(settings(stream.url, url, s3=options, limits=small_files())))[0]
+    assert result.exit_code == 1 and result.error is not None, result
+    assert "diverged" not in result.error, result.error
+    assert "503" in result.error or "SlowDown" in result.error, result.error
+    assert set(data_keys(s3_store)) == before
+    fault_proxy.close()
+    healthy = S3Options(endpoint_url=None, max_attempts=3)
+    again = asyncio.run(run(settings(stream.url, url, s3=healthy, limits=small_files())))[0]
+    assert (again.error, again.from_seq, again.messages) == (None, N + 1, 10)
+    seqs = read_archive(s3_store, tmp_path).column("seq").to_pylist()
+    assert sorted(seqs) == list(range(1, N + 11))

@@ -182,3 +182,67 @@ def test_resume_point_ignores_message_times_and_date_partitions(
     again = asyncio.run(run_module.run(cfg)).streams[0]
     assert (again.from_seq, again.messages) == (31, 5)
     _exactly_once(store, tmp_path, 35)
+
+
+def test_a_lost_data_file_is_healed_by_the_next_run(nats: NatsServer, tmp_path: Path) -> None:
+    """A committed file deleted from the store while the server still holds its seqs:
+    verify says it is healable, the next run archives it again under its own key."""
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root), limits=FileLimits(1000, max_rows=100))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.{i % 3}" for i in range(300)]))
+    asyncio.run(run_module.run(cfg))
+    store = open_store(str(root))
+    lost = sorted(data_keys(store))[1]  # seqs 101-200
+    store.delete(lost)
+    before = run_cli("verify", "--store", str(root))
+    assert before.returncode == 3
+    assert "missing seq 101..200" in before.stdout and "healable" in before.stdout
+    healed = asyncio.run(run_module.run(cfg)).streams[0]
+    assert healed.error is None and healed.healed == 1 and healed.messages == 0
+    assert lost in data_keys(store)
+    assert run_cli("verify", "--store", str(root)).returncode == 0
+    _exactly_once(store, tmp_path, 300)
+
+
+def test_the_loss_record_of_a_file_is_written_before_its_commit(tmp_path: Path) -> None:
+    """A run that dies right after committing a file must not leave its losses
+    unrecorded: status and the metrics count losses from records, not from files."""
+    from archiver.archive.cutter import Cutter
+    from archiver.format.batch import Batch
+    from archiver.format.fence import Fence
+    from archiver.format.gaps import Gap, GapKind
+    from archiver.store.memory import MemoryStore
+
+    class DiesAfterFirstMarker(MemoryStore):
+        def put_bytes(self, key: str, data: bytes) -> None:
+            if "/_commits/" in key and any("/_commits/g" in k and "base" not in k for k in self.keys()):
+                raise KeyboardInterrupt("killed")
+            super().put_bytes(key, data)
+
+        def keys(self) -> list[str]:
+            return [o.key for o in self.list("")]
+
+    store = DiesAfterFirstMarker()
+    gen = "20260101T000000000000Z"
+    cutter = Cutter(
+        Fence(store, "AUTH", gen, "test"),
+        "{}",
+        FileLimits(row_group_rows=1000, max_rows=4),
+        tmp_path,
+        before_commit=lambda: None,
+    )
+    batch = Batch()
+    for seq in (1, 4):
+        batch.append(seq, "auth.a", 1_700_000_000_000_000_000 + seq, None, b"x")
+    cutter.add_gaps([Gap(2, 3, GapKind.EXPIRED)])  # expired while the file was read
+    cutter.add(batch)
+    with pytest.raises(KeyboardInterrupt):
+        cutter.add_gaps([Gap(5, 6, GapKind.EXPIRED)])
+        cutter.finish()
+    (committed,) = catalog.generation(store, "AUTH", gen).files
+    assert (committed.name.first_seq, committed.name.last_seq) == (1, 4)
+    records = catalog.generation(store, "AUTH", gen).records
+    assert [(r.first_seq, r.last_seq, r.inside) for r in records] == [(1, 4, True)]

@@ -253,7 +253,17 @@ _SLOW_DOWN = (
     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_SLOW_DOWN_BODY)
 ) + _SLOW_DOWN_BODY
 
-Fault = Literal["503", "drop", "stall"]
+_INTERNAL_ERROR_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message></Error>"
+)
+_INTERNAL_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_INTERNAL_ERROR_BODY)
+) + _INTERNAL_ERROR_BODY
+
+Fault = Literal["503", "500", "reset", "drop", "stall", "truncate"]
+FAULTS: tuple[Fault, ...] = ("503", "500", "reset", "drop", "stall", "truncate")
 STALL_SECONDS = 3.0
 
 
@@ -280,7 +290,9 @@ class FaultProxy:
     forwards the next matching request and then cuts the connection instead of
     relaying the response: the server acted, the client never heard. Everything else
     is relayed byte for byte. botocore never pipelines, so when a request arrives the
-    previous response on that connection is complete.
+    previous response on that connection is complete. ``500`` answers Internal Error,
+    ``reset`` closes the connection before forwarding anything, ``truncate`` forwards
+    the request and relays only the first half of the response's body, then closes.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -305,6 +317,11 @@ class FaultProxy:
         """Spoil the next ``times`` requests whose request line matches regex ``match``."""
         with self._lock:
             self._faults.extend([(fault, match)] * times)
+
+    def clear(self) -> None:
+        """Forget the faults not injected yet."""
+        with self._lock:
+            self._faults.clear()
 
     def close(self) -> None:
         self._closed.set()
@@ -352,14 +369,15 @@ class FaultProxy:
         except OSError:
             _close(client)
             return
-        drop = threading.Event()
-        stall = threading.Event()
+        drop, stall, truncate = threading.Event(), threading.Event(), threading.Event()
         responses = threading.Thread(
-            target=self._relay_responses, args=(upstream, client, drop, stall), daemon=True
+            target=self._relay_responses,
+            args=(upstream, client, drop, stall, truncate),
+            daemon=True,
         )
         responses.start()
         try:
-            self._relay_requests(client, upstream, drop, stall)
+            self._relay_requests(client, upstream, drop, stall, truncate)
         except OSError:
             pass
         finally:
@@ -373,6 +391,7 @@ class FaultProxy:
         upstream: socket.socket,
         drop: threading.Event,
         stall: threading.Event,
+        truncate: threading.Event,
     ) -> None:
         buf = b""
         while True:
@@ -385,16 +404,23 @@ class FaultProxy:
             head += b"\r\n\r\n"
             length = int(_header(head, b"content-length") or 0)
             fault = self._take(head.split(b"\r\n", 1)[0].decode("latin-1"))
-            if fault == "503":
+            if fault in ("503", "500"):
                 # With "Expect: 100-continue" the client holds the body back: answer now.
                 if _header(head, b"expect") is None:
                     self._skip(client, buf, length)
-                client.sendall(_SLOW_DOWN)
+                client.sendall(_SLOW_DOWN if fault == "503" else _INTERNAL_ERROR)
                 return
-            if fault in ("drop", "stall"):
+            if fault == "reset":
+                client.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                return
+            if fault in ("drop", "stall", "truncate"):
                 drop.set()
             if fault == "stall":
                 stall.set()
+            if fault == "truncate":
+                truncate.set()
             upstream.sendall(head)
             buf = self._forward(client, upstream, buf, length)
 
@@ -427,6 +453,7 @@ class FaultProxy:
         client: socket.socket,
         drop: threading.Event,
         stall: threading.Event,
+        truncate: threading.Event,
     ) -> None:
         buf = b""
         try:
@@ -439,6 +466,15 @@ class FaultProxy:
                 while buf.startswith(b"HTTP/1.1 100") and b"\r\n\r\n" in buf:
                     interim, _, buf = buf.partition(b"\r\n\r\n")
                     client.sendall(interim + b"\r\n\r\n")
+                if truncate.is_set():
+                    if b"\r\n\r\n" not in buf:
+                        continue
+                    head, _, body = buf.partition(b"\r\n\r\n")
+                    length = int(_header(head + b"\r\n", b"content-length") or 0)
+                    if len(body) < length and len(body) < length // 2 + 1:
+                        continue  # wait for half the body
+                    client.sendall(head + b"\r\n\r\n" + body[: max(length // 2, 0)])
+                    return
                 if len(buf) >= 12 and not buf.startswith(b"HTTP/1.1 100"):
                     if stall.is_set():
                         # Say nothing until the client's read timeout has passed.

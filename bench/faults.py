@@ -30,12 +30,11 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import pyarrow.parquet as pq
-
 from common import archiver_command, say  # also puts tests/ on sys.path
 from natsserver import newest_binary, start_cluster
 from s3server import FaultProxy, SeaweedS3
@@ -115,7 +114,7 @@ class Publishers(threading.Thread):
                 headers = {"Trace": f"t-{i}"} if i % 3 == 0 else None
                 try:
                     await js.publish(f"{name.lower()}.e{i % 5}", os.urandom(200), headers=headers)
-                except Exception:  # noqa: BLE001 - a node is down: the next one goes through
+                except Exception:
                     await asyncio.sleep(0.1)
             i += 1
             await asyncio.sleep(self.pause)
@@ -136,7 +135,9 @@ class Lab:
         self.prefix = f"faults-{int(time.time())}"
         self.store_url = f"s3://{self.s3.bucket}/{self.prefix}"
         self.store = S3Store(
-            self.s3.bucket, self.prefix, S3Options(endpoint_url=self.s3.endpoint, region="us-east-1")
+            self.s3.bucket,
+            self.prefix,
+            S3Options(endpoint_url=self.s3.endpoint, region="us-east-1"),
         )
         asyncio.run(self._create_streams())
         self.publishers = Publishers(self.urls, per_second=20)
@@ -150,9 +151,11 @@ class Lab:
         for name, replicas in STREAMS.items():
             while True:
                 try:
-                    await js.add_stream(name=name, subjects=[f"{name.lower()}.>"], num_replicas=replicas)
+                    await js.add_stream(
+                        name=name, subjects=[f"{name.lower()}.>"], num_replicas=replicas
+                    )
                     break
-                except Exception:  # noqa: BLE001 - JetStream still electing its meta leader
+                except Exception:
                     if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)
@@ -191,12 +194,19 @@ class Lab:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
 
         return subprocess.Popen(
-            [*archiver_command(), "run", "--nats-url", ",".join(self.urls), "--policy", str(policy)],
+            [
+                *archiver_command(),
+                "run",
+                "--nats-url",
+                ",".join(self.urls),
+                "--policy",
+                str(policy),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-            preexec_fn=limit,  # noqa: PLW1509 - only a resource limit, no locks taken
+            preexec_fn=limit,
         )
 
     def command(self, *args: str) -> int:
@@ -250,9 +260,9 @@ class Lab:
         """While a run is frozen, another takes its streams over once its leases lapse."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.command("run", "--nats-url", ",".join(self.urls), "--policy", str(policy)) == 0:
-                if self.leases_held() == 0:
-                    return
+            done = self.command("run", "--nats-url", ",".join(self.urls), "--policy", str(policy))
+            if done == 0 and self.leases_held() == 0:
+                return
             time.sleep(0.5)
 
     def hit_cluster(self, fault: str) -> str:
@@ -292,13 +302,13 @@ class Lab:
         for node in self.nodes:
             if node.proc is None:
                 node.start()
-        until(lambda: asyncio.run(self._healthy()), "every stream to have a leader")
+        until(lambda: asyncio.run(self.healthy()), "every stream to have a leader")
         until(lambda: self.leases_held() == 0, "the killed runs' leases to lapse")
 
-    async def _healthy(self) -> bool:
+    async def healthy(self) -> bool:
         try:
             nc = await connect(NatsOptions(url=",".join(self.urls)))
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
         try:
             for name in STREAMS:
@@ -308,7 +318,7 @@ class Lab:
                 if any(not r.current for r in info.cluster.replicas or []):
                     return False
             return True
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
         finally:
             await nc.close()
@@ -319,7 +329,7 @@ class Lab:
             try:
                 kv = await nc.jetstream().key_value("archiver-leases")
                 return len(await kv.keys())
-            except Exception:  # noqa: BLE001 - no bucket, or no keys
+            except Exception:
                 return 0
             finally:
                 await nc.close()
@@ -328,7 +338,13 @@ class Lab:
 
     def check(self, trial: Trial) -> None:
         """A clean run, verify, and the newly archived seqs against the servers."""
-        args = ("run", "--nats-url", ",".join(self.urls), "--policy", str(self.policy("clean", 200)))
+        args = (
+            "run",
+            "--nats-url",
+            ",".join(self.urls),
+            "--policy",
+            str(self.policy("clean", 200)),
+        )
         trial.clean_exit = self.command(*args)
         trial.verify_exit = self.command("verify", "--store", self.store_url)
         for name in STREAMS:
@@ -348,7 +364,9 @@ class Lab:
             local = self.root / "compare.parquet"
             self.store.download(f.key, local)
             table = pq.read_table(local, columns=["seq", "subject", "raw_headers", "data"])
-            for seq, subject, headers, data in zip(*(c.to_pylist() for c in table.columns), strict=True):
+            for seq, subject, headers, data in zip(
+                *(c.to_pylist() for c in table.columns), strict=True
+            ):
                 if start <= seq <= end:
                     archived[seq] += 1
                     rows[seq] = (subject, headers or b"", data)
@@ -366,7 +384,9 @@ class Lab:
         finally:
             await nc.close()
 
-    async def _stored(self, stream: str, start: int, end: int) -> dict[int, tuple[str, bytes, bytes]]:
+    async def _stored(
+        self, stream: str, start: int, end: int
+    ) -> dict[int, tuple[str, bytes, bytes]]:
         nc = await connect(NatsOptions(url=",".join(self.urls)))
         out: dict[int, tuple[str, bytes, bytes]] = {}
         try:
@@ -428,7 +448,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         lab = Lab(Path(tmp), rng)
         try:
-            until(lambda: asyncio.run(lab._healthy()), "the cluster")  # noqa: SLF001
+            until(lambda: asyncio.run(lab.healthy()), "the cluster")
             for n in range(1, args.trials + 1):
                 trial = Trial(rng.choice(FAULTS))
                 lab.inject(trial)
@@ -446,8 +466,10 @@ def main() -> int:
         print(json.dumps([t.__dict__ for t in trials], indent=2))
     else:
         print(table(trials))
-        print(f"\n{sum(t.ok for t in trials)} of {len(trials)} trials ended in a verified archive "
-              f"with every message once (seed {args.seed}).")
+        print(
+            f"\n{sum(t.ok for t in trials)} of {len(trials)} trials ended in a verified archive "
+            f"with every message once (seed {args.seed})."
+        )
     return 0 if all(t.ok for t in trials) else 1
 
 

@@ -105,3 +105,29 @@ def test_a_stopped_run_releases_its_lease_and_spool_and_says_so(
     assert row["skipped"] is None and row["from_seq"] == 501
     seqs = read_archive(open_store(str(root)), tmp_path)
     assert sorted(seqs.column("seq").to_pylist()) == list(range(1, N + 1))
+
+
+@pytest.mark.slow
+def test_a_killed_runs_streams_are_archived_within_a_minute(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """SIGKILL (an OOM kill, a lost node) cannot release a lease. With the default
+    lease_ttl the next run, a minute later at most, archives every stream: none is
+    skipped while the archive falls behind."""
+    streams = {"AUTH": "auth.>", "SFS": "sfs.>"}
+    asyncio.run(add_streams(nats.url, streams))
+    for name, subject in streams.items():
+        asyncio.run(publish(nats.url, name, [subject.replace(">", "x")] * 1000))
+    root = tmp_path / "archive"
+    args = ("run", "--nats-url", nats.url, "--store", str(root), "--json")
+    killed = run_cli(*args, env={"ARCHIVER_FAILPOINTS": "after-read:1"})
+    assert killed.returncode == -signal.SIGKILL
+    assert not lease_released(nats.url, "AUTH"), "the killed run held AUTH's lease"
+    wait_until(lambda: lease_released(nats.url, "AUTH"), "the lease to lapse", timeout=75)
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    rows = json.loads(again.stdout)
+    assert [(r["stream"], r["skipped"], r["messages"]) for r in rows] == [
+        ("AUTH", None, 1000),
+        ("SFS", None, 1000),
+    ]

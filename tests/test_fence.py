@@ -8,11 +8,13 @@ holds each message exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +248,82 @@ def test_the_loss_record_of_a_file_is_written_before_its_commit(tmp_path: Path) 
     assert (committed.name.first_seq, committed.name.last_seq) == (1, 4)
     records = catalog.generation(store, "AUTH", gen).records
     assert [(r.first_seq, r.last_seq, r.inside) for r in records] == [(1, 4, True)]
+
+
+GEN_OLD, GEN_NEW = "20260101T000000000000Z", "20260102T000000000000Z"
+
+
+def _put_link(store: Store, fence: Any, key: str, first: int, last: int) -> None:
+    store.put_bytes(key, b"x")
+    fence.claim(key, first, last)
+
+
+def test_where_objects_share_a_range_the_marker_decides() -> None:
+    """A run that lost the fence may leave an object of the same seq range as the
+    committed one (a hole it saw as expired, the winner as deleted): readers must count
+    the one the marker names, and see a committed file gone as missing."""
+    from archiver.format.fence import Fence
+    from archiver.store.memory import MemoryStore
+
+    store = MemoryStore()
+    fence = Fence(store, "AUTH", GEN_OLD, "winner")
+    gap = layout.gap_key("AUTH", GEN_OLD, 1, 10, lost=False)
+    data = layout.data_key("AUTH", date(2026, 1, 1), GEN_OLD, 11, 20)
+    _put_link(store, fence, gap, 1, 10)
+    _put_link(store, fence, data, 11, 20)
+    _put_link(store, fence, layout.gap_key("AUTH", GEN_OLD, 21, 30, lost=False), 21, 30)
+    # The loser's objects over the same ranges.
+    store.put_bytes(layout.gap_key("AUTH", GEN_OLD, 1, 10, lost=True), b"x")
+    store.put_bytes(layout.gap_key("AUTH", GEN_OLD, 11, 20, lost=True), b"x")
+    gen = catalog.generation(store, "AUTH", GEN_OLD)
+    assert [r.key for r in gen.records if r.last_seq <= 20] == [gap]
+    assert [f.key for f in gen.files] == [data] and gen.end == 30
+    assert len(gen.orphans) == 2
+
+
+def test_a_claim_of_the_very_same_object_is_no_loss_and_chains_stay_contiguous() -> None:
+    from archiver.errors import FenceLost
+    from archiver.format.fence import Fence
+    from archiver.store.memory import MemoryStore
+
+    store = MemoryStore()
+    key = layout.data_key("AUTH", date(2026, 1, 1), GEN_OLD, 1, 10)
+    _put_link(store, Fence(store, "AUTH", GEN_OLD, "a"), key, 1, 10)
+    Fence(store, "AUTH", GEN_OLD, "b").claim(key, 1, 10)  # cut the same way: ours too
+    other = layout.data_key("AUTH", date(2026, 1, 1), GEN_OLD, 1, 12)
+    with pytest.raises(FenceLost):
+        _put_link(store, Fence(store, "AUTH", GEN_OLD, "c"), other, 1, 12)
+    with pytest.raises(RuntimeError, match="does not follow"):
+        Fence(store, "AUTH", GEN_OLD, "d", end=10, has_base=True).claim(key, 12, 20)
+
+
+def test_the_choice_to_continue_an_older_generation_is_made_once() -> None:
+    """A changed creation time is judged by one message, which can expire: the first
+    run's choice (continue the older generation, or start afresh) binds every run."""
+    from archiver.errors import FenceLost
+    from archiver.format.fence import Fence, record_continuation
+    from archiver.store.memory import MemoryStore
+
+    store = MemoryStore()
+    assert record_continuation(store, "AUTH", GEN_NEW, GEN_OLD)
+    assert catalog.generation(store, "AUTH", GEN_NEW).continues == GEN_OLD
+    with pytest.raises(FenceLost):  # a run that judged "a new stream" writes nothing
+        Fence(store, "AUTH", GEN_NEW, "fresh").prepare()
+    fresh = MemoryStore()
+    Fence(fresh, "AUTH", GEN_NEW, "fresh").prepare()
+    assert not record_continuation(fresh, "AUTH", GEN_NEW, GEN_OLD)
+
+
+def test_a_signal_the_work_swallowed_still_stops_the_command() -> None:
+    """A SIGTERM that lands where the run waits on a task of its own must not be taken
+    for that task's cancellation: the command still ends as stopped."""
+    from archiver.cli.app import Stopped, run_async
+
+    async def swallows() -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        return 0
+
+    with pytest.raises(Stopped):
+        run_async(swallows())

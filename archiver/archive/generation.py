@@ -12,6 +12,7 @@ from archiver.errors import (
 )
 from archiver.format import catalog
 from archiver.format.catalog import DataFile, Generation
+from archiver.format.fence import record_continuation
 from archiver.format.reader import read_footer
 from archiver.nats.api import StreamInfo, get_message
 from archiver.nats.conn import RawClient
@@ -21,17 +22,25 @@ from archiver.timefmt import format_ns
 log = logging.getLogger(__name__)
 
 
-async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) -> Generation:
+async def effective_generation(
+    nc: RawClient, store: Store, info: StreamInfo, record: bool = False
+) -> Generation:
     """The generation to archive into: the stream's, unless it only looks new.
 
     Some nats-server releases change a stream's creation time on a restart or a config
     update. A stream whose "new" generation has nothing archived yet, but whose message
     at the previous generation's last archived seq is the very message archived there,
-    is the same stream: continuing that generation avoids archiving it all again.
+    is the same stream: continuing that generation avoids archiving it all again. With
+    ``record`` (a run about to write), the choice is recorded no-clobber in the new
+    generation's base record before anything is written, so that two runs can never
+    archive the same seqs into two generations, and later runs follow it even once the
+    message it was judged by is gone.
     """
     found = await asyncio.to_thread(catalog.read_stream, store, info.name)
     current = found.get(info.generation) or Generation(info.generation)
-    if current.end:
+    if current.continues:
+        return found.get(current.continues) or Generation(current.continues)
+    if current.end or current.fenced:
         return current
     others = [g for name, g in found.items() if name != info.generation and g.files]
     previous = others[-1] if others else None
@@ -39,6 +48,10 @@ async def effective_generation(nc: RawClient, store: Store, info: StreamInfo) ->
     if previous is None or last is None or last.name.last_seq > info.last_seq:
         return current  # sequences restarted: a new stream
     if await _holds_archived_message(nc, store, info.name, last):
+        if record and not await asyncio.to_thread(
+            record_continuation, store, info.name, info.generation, previous.name
+        ):
+            return current  # another run chose a fresh start first
         log.warning(
             "%s: creation time changed but seq %d still holds the archived message; "
             "continuing generation %s",

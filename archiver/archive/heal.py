@@ -8,7 +8,6 @@ key: the marker commits it again, and nothing else in the archive changes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import uuid
@@ -16,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from archiver.archive.cutter import gaps_json
+from archiver.archive.threads import in_thread
 from archiver.config import FileLimits
+from archiver.errors import AlreadyExists
 from archiver.format import layout
 from archiver.format.fence import Fence, Link
 from archiver.format.gaps import Gap, GapKind
@@ -58,6 +59,10 @@ async def heal(
     return healed
 
 
+def _nothing() -> None:
+    """Heal's thread work has no point to stop at: a write or an upload finishes."""
+
+
 async def _rebuild(
     nc: RawClient,
     fence: Fence,
@@ -85,7 +90,7 @@ async def _rebuild(
                     # Inside the range the server still holds both ends of: deleted.
                     holes.append(Gap(expected, seq - 1, GapKind.DELETED))
                 expected = seq + 1
-            await asyncio.to_thread(writer.write, batch)
+            await in_thread(writer.write, batch, stop=_nothing)
         if writer.first_seq != link.first_seq or writer.last_seq != link.last_seq:
             log.error(
                 "%s: committed file %s is gone and the server's seqs %d-%d no longer start "
@@ -98,15 +103,19 @@ async def _rebuild(
             )
             writer.abort()
             return False
-        summary = await asyncio.to_thread(
-            writer.close, {"archiver.gaps": gaps_json(holes)} if holes else None
-        )
+        extra = {"archiver.gaps": gaps_json(holes)} if holes else None
+        summary = await in_thread(writer.close, extra, stop=_nothing)
     except BaseException:
         writer.abort()
         raise
     try:
         before_commit()
-        await asyncio.to_thread(fence.store.put_file, link.key, summary.path, summary.file_sha256)
+        await in_thread(
+            fence.store.put_file, link.key, summary.path, summary.file_sha256, stop=_nothing
+        )
+    except AlreadyExists:
+        log.info("%s: %s was healed by another run meanwhile", info.name, link.key)
+        return False
     finally:
         summary.path.unlink(missing_ok=True)
     log.warning(

@@ -12,7 +12,6 @@ keeps such a run from committing anything twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -199,10 +198,16 @@ class Lease:
         self.renewed = started
 
     async def release(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+        try:
+            if self._keeper is not None:
+                self._keeper.cancel()
+                # Not ``await self._keeper``: a SIGTERM landing here must not be taken
+                # for the keeper's own cancellation and swallowed.
+                await asyncio.wait([self._keeper])
+        finally:
+            await self._delete()
+
+    async def _delete(self) -> None:
         try:
             await self.kv.delete(self.key, last=self.revision)
         except nats.errors.Error:

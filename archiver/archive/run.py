@@ -8,7 +8,6 @@ started, so every run ends at a fixed point.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from archiver.archive.heal import heal
 from archiver.archive.holes import HoleFinder, fresh_info
 from archiver.archive.lease import Lease, Leases
 from archiver.archive.select import is_selected, select_streams
+from archiver.archive.threads import in_thread
 from archiver.config import Settings
 from archiver.errors import (
     AlreadyExists,
@@ -129,7 +129,7 @@ async def archive_stream(
         # Read the stream's state only now that it is ours: a run that held the lease
         # before us may have archived further, or the stream may have been recreated.
         info = await fresh_info(nc, name)
-        gen = await effective_generation(nc, store, info)
+        gen = await effective_generation(nc, store, info, record=True)
         archived_seq = gen.end
         if archived_seq > info.last_seq:
             raise DataAtRisk(
@@ -212,16 +212,16 @@ async def _copy(
                 raise item
             failpoints.hit("after-read")
             _count(result, cutter.add_gaps, await holes.holes_before(item.seqs))
-            await _in_thread(cutter, cutter.add, item)
+            await in_thread(cutter.add, item, stop=cutter.stop)
         _count(result, cutter.add_gaps, await holes.holes_up_to(info.last_seq))
-        await _in_thread(cutter, cutter.finish)
+        await in_thread(cutter.finish, stop=cutter.stop)
         # The run record is verify's end mark: without it, a lost last file would
         # leave no trace in the archive.
         await asyncio.to_thread(_record_run, store, generation, result)
     except BaseException:
         producer.cancel()
-        with contextlib.suppress(BaseException):
-            await producer
+        # Not ``await producer``: its CancelledError and ours would look alike.
+        await asyncio.wait([producer])
         cutter.abort()
         raise
     finally:
@@ -235,20 +235,6 @@ async def _copy(
             result.lost,
             extra=result.log_fields(),
         )
-
-
-async def _in_thread(cutter: Cutter, work: Callable[..., None], *args: object) -> None:
-    """Run the cutter's work in a thread. A thread cannot be cancelled: when the run is
-    (SIGTERM, SIGINT), the cutter is told to stop before its next commit and the thread
-    is waited for, so that nothing uses the open file while it is removed."""
-    running = asyncio.ensure_future(asyncio.to_thread(work, *args))
-    try:
-        await asyncio.shield(running)
-    except asyncio.CancelledError:
-        cutter.stop()
-        with contextlib.suppress(BaseException):
-            await running
-        raise
 
 
 def _unavailable(name: str) -> StreamResult:

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -100,8 +101,8 @@ class Stopped(Exception):
 def run_async(work: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` where SIGTERM (Kubernetes stopping the pod) and SIGINT cancel the
     work instead of killing the process: its ``finally`` blocks release leases and
-    remove spool files, then ``Stopped`` is raised. A second signal is ignored while
-    that clean-up runs."""
+    remove spool files, then ``Stopped`` is raised. A second signal ends the process
+    at once, as if no handler were there."""
 
     async def main() -> T:
         task = asyncio.current_task()
@@ -110,21 +111,29 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
         received: list[int] = []
 
         def stop(signum: int) -> None:
-            if not received:
-                received.append(signum)
-                task.cancel()
+            if received:  # a second signal: the clean-up takes too long; go at once
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            received.append(signum)
+            task.cancel()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop, signum)
         try:
-            return await work
-        except asyncio.CancelledError:
+            result = await work
+        except BaseException:
+            # However the work ended, a signal it received means the run was stopped.
             if received:
                 raise Stopped(received[0]) from None
             raise
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+        if received:
+            raise Stopped(received[0])
+        return result
 
     return asyncio.run(main())
 

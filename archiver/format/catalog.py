@@ -45,6 +45,8 @@ class Generation:
     writing an object and its marker. Ignored by every reader."""
     fenced: bool = False
     """The generation has a base record (its new links carry markers)."""
+    continues: str | None = None
+    """The older generation runs archive this one into (see ``fence.Base``)."""
 
     @property
     def last_file(self) -> DataFile | None:
@@ -84,12 +86,16 @@ def _resolve(store: Store, stream: str, gen: str, listed: _Listed) -> Generation
         out.records = listed.records
         out.end = max([f.name.last_seq for f in out.files] + [r.last_seq for r in links] + [0])
         return out
-    base = read_base(store, layout.base_key(stream, gen)) if listed.base else 0
-    by_range: dict[tuple[int, int], str] = {}
+    recorded = read_base(store, layout.base_key(stream, gen)) if listed.base else None
+    base = recorded.fenced_after if recorded else 0
+    out.continues = recorded.continues if recorded else None
+    # Objects by seq range; a range with more than one (a run that lost the fence left
+    # its own) is decided by reading the marker.
+    by_range: dict[tuple[int, int], list[str]] = defaultdict(list)
     for r in links:
-        by_range.setdefault((r.first_seq, r.last_seq), r.key)
+        by_range[(r.first_seq, r.last_seq)].append(r.key)
     for f in listed.files:
-        by_range[(f.name.first_seq, f.name.last_seq)] = f.key  # a file wins a tie
+        by_range[(f.name.first_seq, f.name.last_seq)].append(f.key)
     present = {f.key for f in listed.files} | {r.key for r in links}
     # Below the base, unmarked objects count: they were written before the fence.
     committed = {f.key for f in listed.files if f.name.last_seq <= base}
@@ -97,10 +103,10 @@ def _resolve(store: Store, stream: str, gen: str, listed: _Listed) -> Generation
     firsts = sorted(m.first_seq for m in listed.markers if m.first_seq is not None)
     out.end = base
     for i, first in enumerate(firsts):
-        key = by_range.get((first, firsts[i + 1] - 1)) if i + 1 < len(firsts) else None
-        if key is not None:
+        same = by_range.get((first, firsts[i + 1] - 1), []) if i + 1 < len(firsts) else []
+        if len(same) == 1:
             # A link ends where the next one starts: its key name says which object.
-            committed.add(key)
+            committed.add(same[0])
             continue
         link = read_marker(store, layout.marker_key(stream, gen, first))
         out.end = max(out.end, link.last_seq)

@@ -51,12 +51,43 @@ def read_marker(store: Store, key: str) -> Link:
         ) from exc
 
 
-def read_base(store: Store, key: str) -> int:
+@dataclass(frozen=True, slots=True)
+class Base:
+    """A generation's base record."""
+
+    fenced_after: int
     """The seq up to which the generation's unmarked objects count."""
+    continues: str | None = None
+    """The older generation a run chose to go on archiving into (the stream's creation
+    time changed, its messages did not): every later run follows that choice."""
+
+    def encode(self) -> bytes:
+        body: dict[str, object] = {"fenced_after": self.fenced_after}
+        if self.continues is not None:
+            body["continues"] = self.continues
+        return json.dumps(body).encode()
+
+
+def read_base(store: Store, key: str) -> Base:
     try:
-        return int(json.loads(store.get_bytes(key))["fenced_after"])
-    except (ValueError, KeyError, TypeError) as exc:
+        body = json.loads(store.get_bytes(key))
+        continues = body.get("continues")
+        return Base(int(body["fenced_after"]), None if continues is None else str(continues))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"base record {key} is damaged: {exc}") from exc
+
+
+def record_continuation(store: Store, stream: str, generation: str, older: str) -> bool:
+    """Record, once for all runs, that ``generation`` is archived into ``older``.
+
+    False when another run recorded first that ``generation`` starts afresh: follow it.
+    """
+    key = layout.base_key(stream, generation)
+    try:
+        store.put_bytes(key, Base(0, older).encode())
+    except AlreadyExists:
+        return read_base(store, key).continues == older
+    return True
 
 
 class Fence:
@@ -93,19 +124,18 @@ class Fence:
             return
         key = layout.base_key(self.stream, self.generation)
         try:
-            self.store.put_bytes(key, json.dumps({"fenced_after": self._end}).encode())
+            self.store.put_bytes(key, Base(self._end).encode())
         except AlreadyExists:
-            theirs = read_base(self.store, key)
-            if theirs != self._end:
-                raise self._lost(theirs + 1, key) from None
+            if read_base(self.store, key) != Base(self._end):
+                raise self._lost(self._end + 1, key) from None
         self._has_base = True
 
     def claim(self, key: str, first_seq: int, last_seq: int) -> None:
         """Commit ``key`` (already written) as the link starting at ``first_seq``.
 
         Raises ``FenceLost`` when another run's marker holds that seq, unless it names
-        this very object (a retry of ours whose answer was lost counts as ours: the
-        store settles identical bytes quietly).
+        this very object and range (a retry of ours whose answer was lost, or another
+        run that cut the same file).
         """
         self.prepare()
         marker = layout.marker_key(self.stream, self.generation, first_seq)
@@ -116,10 +146,18 @@ class Fence:
             "run": self.run,
             "committed_at": time.time(),
         }
+        if first_seq != self._end + 1:
+            # The argument above needs every chain to be contiguous: a bug, not a race.
+            raise RuntimeError(f"link at seq {first_seq} does not follow seq {self._end}")
         try:
             self.store.put_bytes(marker, json.dumps(body).encode())
         except AlreadyExists:
-            raise self._lost(first_seq, read_marker(self.store, marker).key) from None
+            theirs = read_marker(self.store, marker)
+            if theirs != Link(key, first_seq, last_seq):
+                raise self._lost(first_seq, theirs.key) from None
+            # Another run committed this very object (the same seqs cut the same way):
+            # ours too; where the two runs' cuts part, one of them stops.
+        self._end = last_seq
 
     def _lost(self, seq: int, theirs: str) -> FenceLost:
         log.error(

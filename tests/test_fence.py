@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import data_keys, nats_client, publish, read_archive, run_cli, settings, wait_until
+from helpers import (
+    data_keys,
+    nats_client,
+    publish,
+    read_archive,
+    run_cli,
+    settings,
+    unfence,
+    wait_until,
+)
 from natsserver import NatsServer
 from test_archive import add_streams
 from test_crash import write_policy
@@ -327,3 +336,24 @@ def test_a_signal_the_work_swallowed_still_stops_the_command() -> None:
 
     with pytest.raises(Stopped):
         run_async(swallows())
+
+
+def test_an_archive_written_before_the_fence_stays_valid_and_goes_on(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root), limits=FileLimits(1000, max_rows=40))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 100))
+    asyncio.run(run_module.run(cfg))
+    store = open_store(str(root))
+    unfence(store, "AUTH")  # as the archiver wrote it before commit markers existed
+    assert len(catalog.data_files(store, "AUTH")) == 3
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 50))
+    again = asyncio.run(run_module.run(cfg)).streams[0]
+    assert (again.error, again.from_seq, again.messages) == (None, 101, 50)
+    assert len(catalog.data_files(store, "AUTH")) == 5
+    assert run_cli("verify", "--store", str(root)).returncode == 0
+    _exactly_once(store, tmp_path, 150)

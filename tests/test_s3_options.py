@@ -54,7 +54,7 @@ async def _delete_first(url: str) -> None:
 def _heads(s3: SeaweedS3, prefix: str) -> dict[str, dict[str, str]]:
     client = s3.client()
     listing = client.list_objects_v2(Bucket=s3.bucket, Prefix=f"{prefix}/")
-    keys = [o["Key"] for o in listing.get("Contents", []) if "/_probe/" not in o["Key"]]
+    keys = [o["Key"] for o in listing.get("Contents", [])]
     heads = {}
     for key in keys:
         head = client.head_object(Bucket=s3.bucket, Key=key)
@@ -76,7 +76,9 @@ def test_flags_encrypt_and_class_every_object(
         nats, s3_env, tmp_path, "--s3-sse", "AES256", "--s3-storage-class", "STANDARD_IA"
     )
     heads = _heads(s3_env, prefix)
-    assert _kinds(heads) == {"data", "_gaps", "_runs", "_commits"}
+    # The no-clobber probe too: a bucket policy that denies unencrypted writes would
+    # refuse it, and with it every run.
+    assert _kinds(heads) == {"data", "_gaps", "_runs", "_commits", "_probe"}
     assert all(h == {"class": "STANDARD_IA", "sse": "AES256"} for h in heads.values()), heads
     # Encrypted objects read back as before: verify reads every byte.
     verify = run_cli("verify", "--store", f"s3://{s3_env.bucket}/{prefix}", env=s3_env.env())

@@ -156,7 +156,7 @@ class S3Store:
         for _ in range(2):
             try:
                 self._client.put_object(
-                    Bucket=self.bucket, Key=key, Body=PROBE_BODY, IfNoneMatch="*"
+                    Bucket=self.bucket, Key=key, Body=PROBE_BODY, IfNoneMatch="*", **self._extra
                 )
             except ClientError as exc:
                 if error_code(exc) not in _TAKEN_CODES:

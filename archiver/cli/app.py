@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import click
 
 from archiver import __version__
 from archiver.config import Settings
-from archiver.errors import ArchiverError
+from archiver.errors import ArchiverError, UsageError
 from archiver.render import Result, to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,7 +27,45 @@ T = TypeVar("T")
 INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Click's own usage errors (an unknown flag, a bad value) as our one line: JSON
+    when the logs are JSON, so that every line a log pipeline sees parses."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            message = exc.format_message().rstrip(".")
+            error = UsageError(message, hint="see archiver -h")
+            say(error if exc.exit_code == 2 else ArchiverError(message), _json_logs_asked(argv))
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _stopped_line("interrupted", INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _json_logs_asked(argv: list[str]) -> bool:
+    if "--log-format=json" in argv:
+        return True
+    if any(a == "--log-format" and b == "json" for a, b in itertools.pairwise(argv)):
+        return True
+    return os.environ.get("ARCHIVER_LOG_FORMAT") == "json"
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="archiver")
 def main() -> None:
     """Archive NATS JetStream streams to zstd Parquet in S3-compatible storage,
@@ -81,9 +120,11 @@ def _context_meta() -> dict[str, Any]:
     return ctx.meta if ctx is not None else {}
 
 
-def say(exc: ArchiverError) -> None:
+def say(exc: ArchiverError, json_logs: bool | None = None) -> None:
     """The one line a user sees for an error: JSON when the logs are JSON."""
-    if _context_meta().get("log_format") == "json":
+    if json_logs is None:
+        json_logs = _context_meta().get("log_format") == "json"
+    if json_logs:
         line = json.dumps({"level": "ERROR", "message": exc.line(), "exit_code": exc.exit_code})
     else:
         line = f"archiver: error: {exc.line()}"

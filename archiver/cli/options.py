@@ -3,6 +3,7 @@ variable, named here and only here: ``--s3-sse`` reads ``ARCHIVER_S3_SSE``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +13,25 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 ENV_PREFIX = "ARCHIVER_"
+
+
+def _writable_parent(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A file the command writes at its end must have somewhere to go: found out before
+    the work (a drill's results would otherwise be lost), not after it."""
+    if value is not None:
+        parent = value.parent if str(value.parent) else Path()
+        if not parent.is_dir():
+            raise click.BadParameter(f"directory {parent} does not exist", ctx, param)
+        if not os.access(parent, os.W_OK):
+            raise click.BadParameter(f"directory {parent} is not writable", ctx, param)
+    return value
+
+
+OUTPUT_FILE: dict[str, Any] = {
+    "type": click.Path(path_type=Path, dir_okay=False),
+    "callback": _writable_parent,
+}
+"""The type and check of an option naming a file to write."""
 
 
 def env_name(option: str) -> str:
@@ -103,7 +123,7 @@ def metrics_options(func: F) -> F:
             ),
             env_option(
                 "--metrics-file",
-                type=click.Path(path_type=Path, dir_okay=False),
+                **OUTPUT_FILE,
                 help="Write metrics for node-exporter's textfile collector.",
             ),
         ],

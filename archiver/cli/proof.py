@@ -10,7 +10,13 @@ import click
 
 from archiver.cli.app import finish, main, settings_from, with_errors
 from archiver.cli.archive import metrics_target
-from archiver.cli.options import common_options, json_option, metrics_options, streams_option
+from archiver.cli.options import (
+    OUTPUT_FILE,
+    common_options,
+    json_option,
+    metrics_options,
+    streams_option,
+)
 from archiver.cli.replay import time_bound
 
 
@@ -60,7 +66,7 @@ def verify_command(
 @click.option(
     "--report",
     "report_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    **OUTPUT_FILE,
     help="Write the report here (.json), with .md and .svg beside it.",
 )
 @click.option("--keep", is_flag=True, help="Keep the scratch streams for inspection.")

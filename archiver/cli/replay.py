@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import click
 
 from archiver.cli.app import finish, main, settings_from, with_errors
-from archiver.cli.options import common_options, json_option
+from archiver.cli.options import OUTPUT_FILE, common_options, json_option
 from archiver.config import Settings
 from archiver.errors import UsageError
 from archiver.replay import ReplayOptions
@@ -49,7 +48,7 @@ from archiver.timefmt import parse_time_bound
 )
 @click.option(
     "--seq-map",
-    type=click.Path(path_type=Path, dir_okay=False),
+    **OUTPUT_FILE,
     help="Write archive seq -> target stream/seq (Parquet) from the acks.",
 )
 @click.option(

@@ -47,18 +47,23 @@ class NatsOptions:
         """Refuse missing or malformed credential files. Commands that connect call it
         before they touch the store; commands that never connect (ls, verify) do not,
         so a stale ARCHIVER_CREDS does not stop them."""
+        _check_url(self.url)
         if self.creds:
             _check_creds(self.creds)
-        if self.nkey_seed and not self.nkey_seed.is_file():
-            raise UsageError(f"nkey seed file {self.nkey_seed} does not exist")
+        if self.nkey_seed:
+            _check_nkey_seed(self.nkey_seed)
 
 
 def redact_url(url: str) -> str:
     """The URL without user, password or token, fit for messages and logs."""
     parts = urlsplit(url.split(",")[0])
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = str(parts.port or "")
+    except ValueError:  # not a number: shown as given, it carries no secret
+        port = parts.netloc.rpartition(":")[2]
+    if port:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -160,6 +165,39 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
     # Ride out a server restart or leader change of up to about a minute.
     nc.options.update(allow_reconnect=True, max_reconnect_attempts=60, reconnect_time_wait=1)
     return nc
+
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _check_url(url: str) -> None:
+    """A URL nats-py cannot mean is a usage error, not "cannot reach NATS"."""
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if parts.scheme not in NATS_SCHEMES or not parts.hostname:
+            raise UsageError(
+                f"--nats-url {redact_url(one.strip())!r} is not a NATS server URL",
+                hint="use nats://HOST:4222 (or tls://, ws://, wss://); several separated by commas",
+            )
+
+
+def _check_nkey_seed(path: Path) -> None:
+    """Refuse a seed file nats-py would fail on with a traceback mid-handshake."""
+    if not path.is_file():
+        raise UsageError(f"nkey seed file {path} does not exist")
+    try:
+        seed = path.read_text(errors="replace").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read nkey seed file {path}: {exc.strerror}") from exc
+    if not re.fullmatch(r"SU[A-Z2-7]{56}", seed):
+        raise UsageError(
+            f"nkey seed file {path} does not hold a user nkey seed",
+            hint="it must hold one line starting SU (nsc or `nk -gen user` make one)",
+        )
 
 
 def _check_creds(path: Path) -> None:

@@ -22,6 +22,7 @@ from archiver.format.catalog import DataFile
 from archiver.format.reader import open_file
 from archiver.replay.subjects import SubjectFilter
 from archiver.store.base import Store
+from archiver.timefmt import format_ns
 
 NS_PER_S = 1_000_000_000
 
@@ -38,6 +39,22 @@ class Selection:
     to_seq: int | None = None
     since_ns: int | None = None
     until_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        # An empty range is a mistake, not a selection: it would silently match nothing.
+        if self.from_seq is not None and self.to_seq is not None and self.from_seq > self.to_seq:
+            raise UsageError(
+                f"--from-seq {self.from_seq} is after --to-seq {self.to_seq}: nothing can match",
+                hint="give the lower sequence to --from-seq",
+            )
+        since, until = self.since_ns, self.until_ns
+        if since is not None and until is not None and since > until:
+            raise UsageError(
+                f"--since {format_ns(since)} is after --until {format_ns(until)}: "
+                "nothing can match",
+                hint="a duration means that long ago: --since 1h --until 10m is the last "
+                "hour but ten minutes",
+            )
 
     def describe(self) -> str:
         parts = [self.stream]

@@ -56,6 +56,13 @@ class S3Options:
                 " resume, verify and replay could not read the archive",
                 hint="write STANDARD or STANDARD_IA and move old files with the lifecycle policy",
             )
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(
+            ("http://", "https://")
+        ):
+            raise UsageError(
+                f"the S3 endpoint {self.endpoint_url!r} needs its scheme",
+                hint=f"e.g. --s3-endpoint https://{self.endpoint_url}",
+            )
         if self.part_size < MIN_PART_SIZE:
             raise UsageError(f"S3 part size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
         if self.multipart_threshold < 0:

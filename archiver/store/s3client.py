@@ -22,7 +22,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from archiver.errors import StoreError
+from archiver.errors import StoreError, UsageError
 from archiver.store.options import S3Options
 
 if TYPE_CHECKING:
@@ -80,7 +80,13 @@ def make_client(options: S3Options) -> S3Client:
         # total_max_attempts counts the first try; plain "max_attempts" would not.
         retries={"mode": "standard", "total_max_attempts": options.max_attempts},
     )
-    return _session().client("s3", endpoint_url=options.endpoint_url, config=config)
+    try:
+        return _session().client("s3", endpoint_url=options.endpoint_url, config=config)
+    except ValueError as exc:  # botocore's "Invalid endpoint", also from AWS_ENDPOINT_URL
+        raise UsageError(
+            f"the S3 endpoint is not a URL: {exc}",
+            hint="give it with its scheme, e.g. --s3-endpoint https://s3.example.com:9000",
+        ) from exc
 
 
 def _session() -> boto3.session.Session:

@@ -136,7 +136,12 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
     try:
         tls = _tls_context(opts)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load TLS files: {exc}") from exc
+        files = ", ".join(str(p) for p in (opts.tls_ca, opts.tls_cert, opts.tls_key) if p)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(
+            f"cannot load TLS files ({files}): {reason}",
+            hint="check --tls-ca, --tls-cert and --tls-key: PEM files this user can read",
+        ) from exc
     if tls:
         kwargs["tls"] = tls
     if opts.creds:

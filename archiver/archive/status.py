@@ -128,9 +128,11 @@ async def stream_status(
     age: float | None = None
     expires: float | None = None
     if behind:
-        if archived and archived + 1 < info.first_seq:
+        if archived and archived + 1 < info.first_seq and not info.needs_consumerless_read:
             # Unarchived messages are already gone; the next run records them. (Before a
-            # generation's first run nothing was promised: see GapKind.BEFORE_ARCHIVE.)
+            # generation's first run nothing was promised: see GapKind.BEFORE_ARCHIVE;
+            # a WorkQueue or Interest stream's own consumers take messages by design:
+            # GapKind.CONSUMED.)
             lost += info.first_seq - (archived + 1)
         oldest = await get_message(nc, info.name, max(archived + 1, info.first_seq), next_any=True)
         if oldest is not None:

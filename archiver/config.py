@@ -110,7 +110,8 @@ class ArchivePolicy(_Strict):
     row_group_rows: int = Field(default=100_000, ge=1_000)
     file_max_rows: int = Field(default=5_000_000, ge=1)
     file_max_bytes: int | str = "256MiB"
-    at_risk_margin: float | str = "24h"
+    at_risk_margin: float | str | None = None
+    """None: a quarter of the stream's max_age, at most 24h (see ``auto_margin``)."""
     lease_ttl: float | str = "1m"
     lease_bucket: str = "archiver-leases"
     spool_dir: Path | None = None
@@ -135,8 +136,8 @@ class ArchivePolicy(_Strict):
 
     @field_validator("at_risk_margin")
     @classmethod
-    def _duration(cls, v: float | str) -> float:
-        return _seconds(v)
+    def _duration(cls, v: float | str | None) -> float | None:
+        return None if v is None else _seconds(v)
 
     @field_validator("lease_ttl")
     @classmethod
@@ -197,7 +198,7 @@ class Settings:
     streams: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     limits: FileLimits = field(default_factory=FileLimits)
-    at_risk_margin_s: float = 86_400.0
+    at_risk_margin_s: float | None = None
     lease_bucket: str = "archiver-leases"
     lease_ttl_s: float = 60.0
     spool_dir: Path | None = None
@@ -248,7 +249,7 @@ def resolve(flags: dict[str, Any]) -> Settings:
         streams=tuple(pick("stream", a.streams, ())),
         exclude=tuple(a.exclude),
         limits=limits,
-        at_risk_margin_s=float(a.at_risk_margin),
+        at_risk_margin_s=None if a.at_risk_margin is None else float(a.at_risk_margin),
         lease_bucket=a.lease_bucket,
         lease_ttl_s=float(a.lease_ttl),
         spool_dir=pick("spool_dir", a.spool_dir),

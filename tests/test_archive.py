@@ -214,6 +214,10 @@ def test_status_at_risk_within_margin(nats: NatsServer, tmp_path: Path) -> None:
     assert near.expires_in_s is not None and 3500 < near.expires_in_s <= 3600
     far = asyncio.run(status(settings(nats.url, root, at_risk_margin_s=60)))[0]
     assert far.state is State.OK
+    # The default margin is a quarter of max_age: a 1-hour stream is not at risk as soon
+    # as a message waits (a fixed day would say so of every stream kept a day or less).
+    auto = asyncio.run(status(settings(nats.url, root)))[0]
+    assert auto.state is State.OK and auto.behind == 5
     asyncio.run(run(settings(nats.url, root)))
     done = asyncio.run(status(settings(nats.url, root, at_risk_margin_s=7200)))[0]
     assert done.state is State.OK and done.behind == 0 and done.archived_seq == 5

@@ -58,7 +58,11 @@ def filled(nats: NatsServer) -> NatsServer:
 
 def test_run_status_ls_json_carry_the_contract_fields(filled: NatsServer, tmp_path: Path) -> None:
     root = str(tmp_path / "archive")
-    before = run_cli("status", "--nats-url", filled.url, "--store", root, "--json")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("archive:\n  at_risk_margin: 24h\n")
+    before = run_cli(
+        "status", "--nats-url", filled.url, "--store", root, "--policy", str(policy), "--json"
+    )
     assert before.returncode == 3, before.stderr  # an hour left, 24 h margin: at risk
     states = {s["stream"]: s for s in json.loads(before.stdout)}
     assert set(states) == {"AUTH", "SFS"}

@@ -118,8 +118,23 @@ def _recorded_loss(store: Store, gen: catalog.Generation) -> int:
     return covered_count(expired)
 
 
+MAX_AUTO_MARGIN_S = 86_400.0
+
+
+def auto_margin(info: StreamInfo) -> float:
+    """The default at-risk margin: a quarter of the stream's max_age, at most a day.
+
+    A fixed day would make every stream kept a day or less at-risk as soon as one message
+    waits for the next hourly run; a quarter leaves an hourly job three chances on a
+    4-hour stream and still a day's warning on a 7-day one.
+    """
+    if not info.max_age_ns:
+        return MAX_AUTO_MARGIN_S
+    return min(MAX_AUTO_MARGIN_S, info.max_age_ns / 1e9 / 4)
+
+
 async def stream_status(
-    nc: RawClient, store: Store, info: StreamInfo, margin_s: float
+    nc: RawClient, store: Store, info: StreamInfo, margin_s: float | None
 ) -> StreamStatus:
     gen = await effective_generation(nc, store, info)
     archived = gen.end
@@ -141,7 +156,7 @@ async def stream_status(
                 expires = info.max_age_ns / 1e9 - age
     if lost:
         state = State.LOST
-    elif expires is not None and expires < margin_s:
+    elif expires is not None and expires < (auto_margin(info) if margin_s is None else margin_s):
         state = State.AT_RISK
     else:
         state = State.OK

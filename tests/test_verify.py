@@ -281,3 +281,40 @@ def test_an_unknown_stream_is_a_usage_error(archived: tuple[NatsServer, Path, St
     _, root, _ = archived
     result = run_cli("verify", "--store", str(root), "AUHT")
     assert result.returncode == 2 and "no stream AUHT" in result.stderr and "AUTH" in result.stderr
+
+
+def test_a_generation_whose_files_are_all_gone_is_not_whole(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Its run records remain: they say what was archived, so the loss is reported."""
+    from test_archive import _delete_stream
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.old"] * 30))
+    asyncio.run(run(cfg))
+    store = open_store(str(root))
+    (old,) = {layout.parse_data_key(k).generation for k in data_keys(store)}  # type: ignore[union-attr]
+    asyncio.run(_delete_stream(nats.url, "AUTH"))
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.new"] * 12))
+    asyncio.run(run(cfg))
+    for o in list(store.list("stream=AUTH/")):
+        if f"g{old}-" in o.key and "/_runs/" not in o.key:
+            store.delete(o.key)
+    code, report = verify(root)
+    assert code == 3
+    assert [
+        (f["generation"], f["kind"], f["first_seq"], f["last_seq"]) for f in report["findings"]
+    ] == [  # type: ignore[index,union-attr]
+        (old, "missing", 1, 30)
+    ]
+
+
+def test_a_foreign_folder_named_like_a_stream_is_not_a_stream(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    (root / "stream=NEWS").mkdir(parents=True)
+    (root / "stream=NEWS" / "readme.txt").write_text("not ours")
+    result = run_cli("verify", "--store", str(root), "--json")
+    assert "NEWS" not in result.stdout

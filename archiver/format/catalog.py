@@ -45,6 +45,9 @@ class Generation:
     writing an object and its marker. Ignored by every reader."""
     fenced: bool = False
     """The generation has a base record (its new links carry markers)."""
+    finished: int = 0
+    """Where the generation's last finished run stopped (its run records): everything up
+    to here was archived once, whatever is in the store now."""
     continues: str | None = None
     """The older generation runs archive this one into (see ``fence.Base``)."""
 
@@ -59,6 +62,7 @@ class _Listed:
     records: list[GapName] = field(default_factory=list)
     markers: list[MarkerName] = field(default_factory=list)
     base: bool = False
+    finished: int = 0
 
 
 def read_stream(store: Store, stream: str) -> dict[str, Generation]:
@@ -74,11 +78,14 @@ def read_stream(store: Store, stream: str) -> dict[str, Generation]:
                 listed[m.generation].base = True
             else:
                 listed[m.generation].markers.append(m)
+        elif (r := layout.parse_run_key(obj.key)) is not None and r.stream == stream:
+            run = listed[r.generation]
+            run.finished = max(run.finished, r.last_seq)
     return {gen: _resolve(store, stream, gen, listed[gen]) for gen in sorted(listed)}
 
 
 def _resolve(store: Store, stream: str, gen: str, listed: _Listed) -> Generation:
-    out = Generation(gen, fenced=listed.base or bool(listed.markers))
+    out = Generation(gen, fenced=listed.base or bool(listed.markers), finished=listed.finished)
     links = [r for r in listed.records if not r.inside]
     if not out.fenced:
         # Written wholly before the fence: everything counts, as it always did.
@@ -162,12 +169,19 @@ def choose_streams(store: Store, names: tuple[str, ...]) -> list[str]:
 
 
 def streams_in_archive(store: Store) -> list[str]:
+    """Streams the archiver wrote: a ``stream=`` folder holding only foreign objects
+    (a file put there by hand) is not one."""
     names = []
     for prefix in store.list_dirs(""):
         part = prefix.rstrip("/")
-        if part.startswith("stream="):
+        if part.startswith("stream=") and _holds_archive_objects(store, prefix):
             names.append(part.removeprefix("stream="))
     return names
+
+
+def _holds_archive_objects(store: Store, prefix: str) -> bool:
+    parsers = (layout.parse_data_key, layout.parse_gap_key, layout.parse_run_key)
+    return any(any(p(o.key) for p in parsers) for o in store.list(prefix))
 
 
 def run_records(store: Store, stream: str, generation: str) -> list[layout.RunName]:
@@ -175,8 +189,3 @@ def run_records(store: Store, stream: str, generation: str) -> list[layout.RunNa
     prefix = layout.run_prefix(stream) + f"g{generation}-"
     runs = (layout.parse_run_key(o.key) for o in store.list(prefix))
     return [r for r in runs if r is not None]
-
-
-def finished_seq(store: Store, stream: str, generation: str) -> int:
-    """The highest sequence a finished run of the generation archived up to (0: none)."""
-    return max((r.last_seq for r in run_records(store, stream, generation)), default=0)

@@ -205,7 +205,7 @@ def verify_generation(
             continue
         spans += [(g.first_seq, g.last_seq, str(g.kind), key, "gap record") for g in gaps]
         recorded += [(g, key) for g in gaps]
-    _tile(report, spans, max(gen.end, catalog.finished_seq(store, stream, generation)))
+    _tile(report, spans, max(gen.end, gen.finished))
     _records_over_rows(report, held, recorded)
     _healable(report, gen)
     for key in gen.orphans:
@@ -338,7 +338,9 @@ def verify(settings: Settings, streams: tuple[str, ...]) -> VerifyReport:
 def verify_stream(store: Store, stream: str, retention_s: float | None) -> list[StreamReport]:
     """A report per generation of the stream."""
     generations = [
-        g for g in catalog.read_stream(store, stream).values() if g.files or g.records or g.end
+        g
+        for g in catalog.read_stream(store, stream).values()
+        if g.files or g.records or g.end or g.finished or g.orphans
     ]
     if not generations:
         report = StreamReport(stream, "")

@@ -131,3 +131,21 @@ def test_a_killed_runs_streams_are_archived_within_a_minute(
         ("AUTH", None, 1000),
         ("SFS", None, 1000),
     ]
+
+
+def test_another_deployments_lease_bucket_is_not_archived(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Every stream is archived by default, but not what an archiver made for itself:
+    known by its mark, not only by this deployment's bucket name."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+
+    async def other_deployment() -> None:
+        async with nats_client(nats.url) as nc:
+            lease = await Leases(nc, "team-b-leases", ttl=30).acquire("AUTH")
+            await lease.release()
+
+    asyncio.run(other_deployment())
+    done = run_cli("run", "--nats-url", nats.url, "--store", str(tmp_path / "a"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert [r["stream"] for r in json.loads(done.stdout)] == ["AUTH"]

@@ -27,6 +27,7 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from archiver.errors import ArchiverError, LeaseHeld, LeaseLost, SourceError
+from archiver.nats.api import OWN_MARK
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Leases:
                         bucket=self.bucket,
                         history=1,
                         ttl=self.ttl,
-                        description="nats-archiver leases: one archiver per stream",
+                        description=f"{OWN_MARK} leases: one archiver per stream",
                     )
                 except nats.js.errors.BadRequestError:
                     # Another archiver created it in the meantime.

@@ -27,14 +27,17 @@ def select_streams(
                 hint=f"streams on the server: {', '.join(known) or 'none'}",
             )
         return [by_name[s] for s in settings.streams if s in by_name]
-    return [i for i in all_infos if is_selected(i.name, settings)]
+    return [i for i in all_infos if is_selected(i.name, settings, i)]
 
 
-def is_selected(name: str, settings: Settings) -> bool:
+def is_selected(name: str, settings: Settings, info: StreamInfo | None = None) -> bool:
     if settings.streams:
         return name in settings.streams
     # The archiver's own state (leases, replay checkpoints, drills' scratch streams) is
-    # not worth archiving.
+    # not worth archiving: known by the mark it gives them (another deployment's lease
+    # bucket has another name), and by the default names.
+    if info is not None and info.made_by_archiver:
+        return False
     exclude = (
         *settings.exclude,
         f"KV_{settings.lease_bucket}",

@@ -17,6 +17,8 @@ from archiver.timefmt import parse_rfc3339_ns
 STREAM_NOT_FOUND = 10059
 NO_MESSAGE_FOUND = 10037
 CONSUMERLESS_RETENTION = ("workqueue", "interest")
+OWN_MARK = "nats-archiver"
+"""How every stream or bucket the archiver creates begins its description."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,12 @@ class StreamInfo:
     @property
     def max_age_ns(self) -> int:
         return int(self.config.get("max_age", 0))
+
+    @property
+    def made_by_archiver(self) -> bool:
+        """A stream the archiver made for itself (leases, replay progress, a drill's
+        scratch stream), known by the description it gives them, whatever its name."""
+        return str(self.config.get("description") or "").startswith(OWN_MARK)
 
     @property
     def needs_consumerless_read(self) -> bool:

@@ -32,7 +32,7 @@ from archiver.errors import (
 )
 from archiver.format import catalog
 from archiver.format.reader import read_footer
-from archiver.nats.api import stream_info
+from archiver.nats.api import OWN_MARK, stream_info
 from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
 from archiver.nats.reader import ConsumerReader
 from archiver.proof.findings import PROBLEMS
@@ -140,7 +140,11 @@ async def _create_scratch(nc: RawClient, stream: str) -> tuple[str, str]:
     subject = f"drill.{token}"
     js = nc.jetstream()
     try:
-        await js.add_stream(name=name, subjects=[f"{subject}.>"])
+        await js.add_stream(
+            name=name,
+            subjects=[f"{subject}.>"],
+            description=f"{OWN_MARK} drill scratch stream of {stream}",
+        )
     except (nats.errors.Error, TimeoutError) as exc:
         raise SourceError(
             f"cannot create the scratch stream {name} on the target: {exc}",

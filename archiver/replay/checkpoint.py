@@ -15,7 +15,7 @@ import nats.js.errors
 
 from archiver.config import CHECKPOINT_BUCKET
 from archiver.errors import SourceError
-from archiver.nats.api import StreamInfo, get_message, stream_info
+from archiver.nats.api import OWN_MARK, StreamInfo, get_message, stream_info
 from archiver.nats.conn import RawClient
 from archiver.replay.request import ReplayOptions
 
@@ -70,7 +70,7 @@ class Checkpoint:
                 self.kv = await js.key_value(CHECKPOINT_BUCKET)
             except nats.js.errors.BucketNotFoundError:
                 self.kv = await js.create_key_value(
-                    bucket=CHECKPOINT_BUCKET, history=1, description="nats-archiver replay progress"
+                    bucket=CHECKPOINT_BUCKET, history=1, description=f"{OWN_MARK} replay progress"
                 )
         except nats.js.errors.BadRequestError:
             self.kv = await js.key_value(CHECKPOINT_BUCKET)  # created meanwhile by another

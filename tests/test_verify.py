@@ -318,3 +318,45 @@ def test_a_foreign_folder_named_like_a_stream_is_not_a_stream(tmp_path: Path) ->
     (root / "stream=NEWS" / "readme.txt").write_text("not ours")
     result = run_cli("verify", "--store", str(root), "--json")
     assert "NEWS" not in result.stdout
+
+
+def test_an_acknowledged_loss_clears_status_until_the_next_one(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """status said lost for the rest of a generation's life: its check never cleared."""
+    root = str(tmp_path / "archive")
+    base = ("--nats-url", nats.url, "--store", root)
+
+    def lose(n: int) -> None:
+        asyncio.run(publish(nats.url, "AUTH", ["auth.gone"] * n))
+        wait_until(lambda: stream_messages(nats.url, "AUTH") == 0, "every message to expire")
+        asyncio.run(publish(nats.url, "AUTH", ["auth.kept"]))
+        assert asyncio.run(run(settings(nats.url, root)))[0].lost == n
+
+    def state() -> tuple[int, str, int, int]:
+        result = run_cli("status", *base, "--json")
+        (row,) = json.loads(result.stdout)
+        return result.returncode, row["state"], row["lost"], row["acknowledged"]
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_age=1.5))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 3))
+    asyncio.run(run(settings(nats.url, root)))
+    lose(4)
+    assert state() == (3, "lost", 4, 0)
+    done = run_cli(
+        "acknowledge",
+        "AUTH",
+        *base,
+        "--reason",
+        "job down over the weekend",
+        "--by",
+        "oncall",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["lost"] == 4
+    assert state() == (0, "ok", 4, 4)
+    again = run_cli("acknowledge", "AUTH", *base, "--reason", "twice")
+    assert again.returncode == 2 and "acknowledged already, by oncall" in again.stderr
+    lose(2)
+    assert state() == (3, "lost", 6, 4)

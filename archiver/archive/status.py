@@ -8,14 +8,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
-import zstandard
-
+from archiver.archive.acknowledge import acknowledged_count, acknowledged_up_to, recorded_losses
 from archiver.archive.generation import effective_generation
 from archiver.archive.select import is_selected, select_streams
 from archiver.config import Settings
-from archiver.errors import DataAtRisk, stream_failure
-from archiver.format import catalog
-from archiver.format.gaps import Gap, GapKind, covered_count, decode_record
+from archiver.errors import stream_failure
+from archiver.format.gaps import covered_count
 from archiver.nats.api import StreamInfo, get_message, list_all_streams
 from archiver.nats.conn import RawClient, connect
 from archiver.render import EXIT_DATA, EXIT_OK, Rows, table
@@ -45,6 +43,9 @@ class StreamStatus:
     generation: str
     lost: int
     """Messages recorded as expired before archiving, plus any expiring unarchived now."""
+    acknowledged: int = 0
+    """Of ``lost``, those an operator acknowledged (``archiver acknowledge``): the state
+    is ``lost`` only while some are not."""
     error: str | None = None
     error_exit: int = 0
 
@@ -61,6 +62,7 @@ class StreamStatus:
             None,
             State.UNKNOWN,
             info.generation,
+            0,
             0,
             error,
             code,
@@ -101,23 +103,6 @@ class StatusReport(Rows[StreamStatus]):
         return "\n".join([rows, *errors])
 
 
-def _recorded_loss(store: Store, gen: catalog.Generation) -> int:
-    """Seqs the generation's records say expired before they were archived. Counted as a
-    union: a loss seen by two runs (one whose file was never committed) counts once."""
-    expired: list[Gap] = []
-    for name in gen.records:
-        if name.lost:
-            try:
-                expired += [
-                    g for g in decode_record(store.get_bytes(name.key)) if g.kind is GapKind.EXPIRED
-                ]
-            except (ValueError, KeyError, zstandard.ZstdError) as exc:
-                raise DataAtRisk(
-                    f"gap record {name.key} is damaged: {exc}", hint="run archiver verify"
-                ) from exc
-    return covered_count(expired)
-
-
 MAX_AUTO_MARGIN_S = 86_400.0
 
 
@@ -138,7 +123,12 @@ async def stream_status(
 ) -> StreamStatus:
     gen = await effective_generation(nc, store, info)
     archived = gen.end
-    lost = await asyncio.to_thread(_recorded_loss, store, gen)
+    losses = await asyncio.to_thread(recorded_losses, store, gen)
+    # Counted as a union: a loss seen by two runs (one whose file was never committed)
+    # counts once.
+    lost = covered_count(losses)
+    up_to = await asyncio.to_thread(acknowledged_up_to, store, info.name, gen.name)
+    acknowledged = acknowledged_count(losses, up_to)
     behind = max(0, info.last_seq - archived)
     age: float | None = None
     expires: float | None = None
@@ -154,7 +144,7 @@ async def stream_status(
             age = max(0.0, time.time() - oldest.time_ns / 1e9)
             if info.max_age_ns:
                 expires = info.max_age_ns / 1e9 - age
-    if lost:
+    if lost > acknowledged:
         state = State.LOST
     elif expires is not None and expires < (auto_margin(info) if margin_s is None else margin_s):
         state = State.AT_RISK
@@ -171,6 +161,7 @@ async def stream_status(
         state=state,
         generation=gen.name,
         lost=lost,
+        acknowledged=acknowledged,
     )
 
 

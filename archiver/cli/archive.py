@@ -73,6 +73,25 @@ def status(as_json: bool, **params: Any) -> None:
     finish(report, as_json, lambda: deliver("status", report, settings, target))
 
 
+@main.command()
+@common_options
+@json_option
+@click.argument("stream")
+@click.option("--reason", required=True, help="Why the loss is accepted (kept in the archive).")
+@click.option("--by", help="Who acknowledges [default: user@host].")
+@with_errors
+def acknowledge(as_json: bool, stream: str, reason: str, by: str | None, **params: Any) -> None:
+    """Acknowledge the losses recorded for STREAM so far, after looking into them.
+
+    Writes who, when and why next to the gap records. `status` then says ok for the
+    stream (its `lost` still counts them) until a new loss.
+    """
+    from archiver.archive.acknowledge import acknowledge as record
+
+    settings = settings_from(params)
+    finish(asyncio.run(record(settings, stream, by, reason)), as_json)
+
+
 @main.command(name="ls")
 @common_options
 @json_option

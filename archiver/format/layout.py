@@ -6,6 +6,7 @@
     stream=<NAME>/_runs/g<GEN>-<first_seq>-<last_seq>.json.zst
     stream=<NAME>/_commits/g<GEN>-<first_seq>.json
     stream=<NAME>/_commits/g<GEN>-base.json
+    stream=<NAME>/_acks/g<GEN>-<up_to_seq>.json
 
 A gap record ``-inside`` holds the losses inside the data file of the same generation
 and range. A commit marker says which object holds the sequences from ``first_seq``
@@ -204,3 +205,23 @@ def parse_run_key(key: str) -> RunName | None:
     if not m:
         return None
     return RunName(m["stream"], m["gen"], int(m["first"]), int(m["last"]))
+
+
+_ACK_RE = re.compile(
+    r"^stream=(?P<stream>[^/]+)/_acks/g(?P<gen>\d{8}T\d{12}Z)-(?P<seq>\d{20})\.json$"
+)
+
+
+def ack_prefix(stream: str, generation: str) -> str:
+    return f"{stream_prefix(stream)}_acks/g{generation}-"
+
+
+def ack_key(stream: str, generation: str, up_to_seq: int) -> str:
+    """An operator's acknowledgment of the generation's losses up to ``up_to_seq``."""
+    return f"{ack_prefix(stream, generation)}{up_to_seq:0{SEQ_WIDTH}d}.json"
+
+
+def parse_ack_key(key: str) -> tuple[str, str, int] | None:
+    """``(stream, generation, up_to_seq)`` of an acknowledgment's key."""
+    m = _ACK_RE.match(key)
+    return (m["stream"], m["gen"], int(m["seq"])) if m else None

@@ -423,3 +423,27 @@ def test_rate_paces_the_replay(archived: tuple[NatsServer, str, list[StoredMessa
     assert result.returncode == 0, result.stderr
     (summary,) = json.loads(result.stdout)
     assert summary["published"] == 150 and summary["seconds"] >= 1.4  # 150 at 100/s
+
+
+def test_the_size_check_weighs_the_selection_not_its_files(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """A large message elsewhere in the same file must not refuse a selection of small ones."""
+
+    async def setup() -> None:
+        async with nats_client(nats.url) as nc:
+            js = nc.jetstream()
+            await js.add_stream(name="AUTH", subjects=["auth.>"])
+            await js.add_stream(name="SMALL", subjects=["small.>"], max_msg_size=2_000)
+            for i in range(20):
+                await js.publish(f"auth.e{i}", b"small")
+            await js.publish("auth.big", b"B" * 50_000)
+
+    asyncio.run(setup())
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root)))
+    small = replay(nats, root, "--to-seq", "20", "--subject-prefix", "small")
+    assert small.returncode == 0, small.stderr
+    assert len(stored(nats.url, "SMALL")) == 20
+    whole = replay(nats, root, "--subject-prefix", "small")
+    assert whole.returncode == 1 and "larger than stream SMALL" in whole.stderr

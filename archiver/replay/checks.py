@@ -3,7 +3,9 @@ fits, and no replay into the live source stream without ``--yes``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 
 from archiver.config import Settings
 from archiver.errors import SourceError, UnsafeActionRefused
@@ -16,8 +18,11 @@ from archiver.replay.subjects import captured_by
 log = logging.getLogger(__name__)
 
 
-async def check_target(nc: RawClient, plan: Plan) -> list[StreamInfo]:
-    """Every mapped subject is captured by a stream that accepts the largest message."""
+async def check_target(
+    nc: RawClient, plan: Plan, exact_largest: Callable[[], int]
+) -> list[StreamInfo]:
+    """Every mapped subject is captured by a stream that accepts the largest message
+    (the plan's bound from file footers, or ``exact_largest()`` where that is over)."""
     streams = await list_streams(nc)
     used: dict[str, StreamInfo] = {}
     for subject in plan.by_subject:
@@ -36,6 +41,8 @@ async def check_target(nc: RawClient, plan: Plan) -> list[StreamInfo]:
         max_msg_size = int(info.config.get("max_msg_size", -1))
         if max_msg_size > 0:
             limit = min(limit, max_msg_size)
+        if plan.largest_bound > limit:
+            plan.largest_bound = await asyncio.to_thread(exact_largest)
         if plan.largest_bound > limit:
             raise SourceError(
                 f"a message of up to {plan.largest_bound} bytes (headers included) is larger "

@@ -67,3 +67,22 @@ def make_plan(store: Store, opts: ReplayOptions) -> Plan:
     plan.largest_bound += max(largest_payload, 0) + fixed_growth(sel.stream, generation)
     plan.payload_bytes = payload_total if opts.dry_run else None
     return plan
+
+
+def exact_largest(store: Store, opts: ReplayOptions, plan: Plan) -> int:
+    """The largest message of the selection itself, as it will be sent.
+
+    The plan's bound comes from file footers, which count every message of a file; when
+    that bound is over a target's limit, the selection's own messages decide (reading
+    their payload lengths), so a large message elsewhere in a file refuses nothing.
+    """
+    largest = 0
+    columns = ["seq", "subject", "raw_headers", "data"]
+    for table in iter_selected(store, plan.files, opts.selection, columns):
+        sizes = pc.binary_length(table.column("data")).to_pylist()
+        raws = table.column("raw_headers").to_pylist()
+        for size, raw in zip(sizes, raws, strict=True):
+            if raw and not opts.delete_markers and is_delete_marker(raw):
+                continue
+            largest = max(largest, size + (len(raw) + renamed_growth(raw) if raw else 0))
+    return largest + fixed_growth(opts.selection.stream, plan.generation)

@@ -21,7 +21,7 @@ from archiver.replay.checkpoint import (
     tail_already_stored,
 )
 from archiver.replay.checks import check_safety, check_target
-from archiver.replay.plan import make_plan
+from archiver.replay.plan import exact_largest, make_plan
 from archiver.replay.publish import publish_all
 from archiver.replay.request import ReplayOptions, ReplaySummary
 from archiver.store import open_store
@@ -53,7 +53,7 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
     started = time.monotonic()
     nc = await connect(target_opts)
     try:
-        streams = await check_target(nc, plan)
+        streams = await check_target(nc, plan, lambda: exact_largest(store, opts, plan))
         summary.target_streams = [s.name for s in streams]
         await check_safety(settings, opts, nc, target_opts, plan, streams)
         if opts.dry_run:

@@ -12,14 +12,24 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import nats_client, run_cli, settings, stored_messages, stream_messages
+from helpers import (
+    data_keys,
+    nats_client,
+    publish,
+    run_cli,
+    settings,
+    stored_messages,
+    stream_messages,
+)
 from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import add_streams
 
 from archiver.archive.run import run
+from archiver.config import FileLimits
 from archiver.nats.api import StoredMessage, stream_info
 from archiver.replay.headers import message_id, replay_headers
+from archiver.store import open_store
 
 
 def reserved_block(i: int) -> bytes:
@@ -447,3 +457,24 @@ def test_the_size_check_weighs_the_selection_not_its_files(
     assert len(stored(nats.url, "SMALL")) == 20
     whole = replay(nats, root, "--subject-prefix", "small")
     assert whole.returncode == 1 and "larger than stream SMALL" in whole.stderr
+
+
+def test_a_hole_the_archive_cannot_explain_stops_the_replay(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.e{i % 4}" for i in range(300)]))
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root, limits=FileLimits(1000, max_rows=100))))
+    store = open_store(root)
+    store.delete(sorted(data_keys(store))[1])  # seqs 101-200
+    refused = replay(nats, root, "--subject-prefix", "restore")
+    assert refused.returncode == 3
+    assert "cannot account for seqs 101-200" in refused.stderr and "--allow-gaps" in refused.stderr
+    assert stored(nats.url, "RESTORE") == []
+    allowed = replay(nats, root, "--subject-prefix", "restore", "--allow-gaps")
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)[0]["unexplained"] == [[101, 200]]
+    assert len(stored(nats.url, "RESTORE")) == 200
+    # A selection clear of the hole is replayed as before.
+    assert replay(nats, root, "--from-seq", "201", "--dry-run").returncode == 0

@@ -52,6 +52,11 @@ from archiver.timefmt import parse_time_bound
     help="Write archive seq -> target stream/seq (Parquet) from the acks.",
 )
 @click.option(
+    "--allow-gaps",
+    is_flag=True,
+    help="Replay what there is where the archive cannot account for seqs (else exit 3).",
+)
+@click.option(
     "--include-delete-markers",
     is_flag=True,
     help="Also replay KV delete/purge markers (KV clients read them as deletes).",
@@ -114,6 +119,7 @@ def replay_options(params: dict[str, Any], settings: Settings, progress: bool) -
         resume=params["resume"],
         seq_map=params["seq_map"],
         delete_markers=params["include_delete_markers"],
+        allow_gaps=params["allow_gaps"],
         progress=progress,
         bounds_text=f"{params['since'] or ''}..{params['until'] or ''}",
     )

@@ -247,6 +247,7 @@ async def _drill_stream(
             target=target,
             yes=True,
             checkpoint=False,
+            allow_gaps=True,  # the drill's verify step has reported the holes already
         )
         started = time.monotonic()
         summary = await replay(settings, opts)

@@ -25,6 +25,8 @@ class ReplayOptions:
     resume: bool = False
     seq_map: Path | None = None
     delete_markers: bool = False
+    allow_gaps: bool = False
+    """Replay what there is even where the archive cannot explain a hole."""
     window: int = 2000
     ack_timeout: float = 5.0
     progress: bool = False
@@ -50,6 +52,8 @@ class ReplaySummary:
     dry_run: bool = False
     by_subject: dict[str, int] = field(default_factory=dict)
     sample_subjects: list[list[str]] = field(default_factory=list)
+    unexplained: list[list[int]] = field(default_factory=list)
+    """Seq ranges the archive cannot account for, replayed around (``--allow-gaps``)."""
 
     def as_json(self) -> list[dict[str, object]]:
         return [dict(self.__dict__)]

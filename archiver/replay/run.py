@@ -13,6 +13,7 @@ import logging
 import time
 
 from archiver.config import Settings
+from archiver.errors import DataAtRisk
 from archiver.nats.conn import connect, redact_url
 from archiver.replay.checkpoint import (
     CHECKPOINT_EVERY_MESSAGES,
@@ -24,6 +25,7 @@ from archiver.replay.checks import check_safety, check_target
 from archiver.replay.plan import exact_largest, make_plan
 from archiver.replay.publish import publish_all
 from archiver.replay.request import ReplayOptions, ReplaySummary
+from archiver.replay.selection import unexplained_holes
 from archiver.store import open_store
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,16 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
         sample_subjects=[list(p) for p in plan.samples],
     )
     summary.bytes = plan.payload_bytes or 0
+    holes = await asyncio.to_thread(unexplained_holes, store, sel, plan.generation, plan.files)
+    if holes and not opts.allow_gaps:
+        shown = ", ".join(f"{a}-{b}" for a, b in holes[:5]) + (" ..." if len(holes) > 5 else "")
+        raise DataAtRisk(
+            f"the archive of {sel.stream} cannot account for seqs {shown} in this selection "
+            "(a data file lost or deleted); nothing was sent",
+            hint="run archiver verify (and archiver run, which heals what the server still "
+            "holds); --allow-gaps replays what there is",
+        )
+    summary.unexplained = [[a, b] for a, b in holes]
     if plan.messages == 0:
         return summary
     started = time.monotonic()

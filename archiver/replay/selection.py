@@ -109,6 +109,37 @@ def select_files(store: Store, sel: Selection) -> tuple[str, list[DataFile]]:
     return generation, sorted(chosen, key=lambda f: f.name.first_seq)
 
 
+def unexplained_holes(
+    store: Store, sel: Selection, generation: str, files: list[DataFile]
+) -> list[tuple[int, int]]:
+    """Seqs in the selection's span that no committed file or gap record accounts for:
+    a data file lost or deleted. Replaying around them would look complete and is not.
+
+    The span is the selection's seq bounds, else what its files cover (a time window),
+    else the archive's extent, from its first object (a head the store's lifecycle rule
+    removed is no hole) to where the archive ends.
+    """
+    gen = catalog.generation(store, sel.stream, generation)
+    spans = sorted(
+        [(f.name.first_seq, f.name.last_seq) for f in gen.files]
+        + [(r.first_seq, r.last_seq) for r in gen.records if not r.inside]
+    )
+    if not spans:
+        return []
+    windowed = sel.since_ns is not None or sel.until_ns is not None
+    lo = sel.from_seq or (files[0].name.first_seq if windowed and files else spans[0][0])
+    end = max(gen.end, gen.finished)
+    hi = min(sel.to_seq or end, files[-1].name.last_seq if windowed and files else end)
+    holes, expected = [], lo
+    for first, last in spans:
+        if first > expected and expected <= hi:
+            holes.append((expected, min(first - 1, hi)))
+        expected = max(expected, last + 1)
+    if expected <= hi:
+        holes.append((expected, hi))
+    return holes
+
+
 def _stat_range(meta: Any, group: int, column: int) -> tuple[int, int] | None:
     stats = meta.row_group(group).column(column).statistics
     if stats is None or not stats.has_min_max:

@@ -9,6 +9,7 @@
     ├── StoreError                S3 or directory unreachable, denied, missing bucket
     │   └── AlreadyExists         a commit found its final name taken
     ├── MetricsError              Pushgateway or metrics file could not take the metrics
+    ├── Interrupted               stopped by a signal midway: what was done, how to go on
     ├── UsageError                exit 2: bad flags, bad policy file, unknown stream
     │   └── UnsafeActionRefused   exit 2: needs --yes or similar
     └── DataAtRisk                exit 3: data lost, rewound or differing
@@ -74,6 +75,11 @@ class AlreadyExists(StoreError):
 
 class MetricsError(ArchiverError):
     """Metrics could not be delivered (Pushgateway unreachable, file not writable)."""
+
+
+class Interrupted(ArchiverError):
+    """A command stopped by SIGTERM or SIGINT midway: says what it had done and how to
+    go on (the CLI exits 143 or 130)."""
 
 
 class UsageError(ArchiverError):

@@ -20,6 +20,7 @@ from helpers import (
     settings,
     stored_messages,
     stream_messages,
+    wait_until,
 )
 from natsserver import NatsServer
 from rawpub import RawPublisher
@@ -478,3 +479,26 @@ def test_a_hole_the_archive_cannot_explain_stops_the_replay(
     assert len(stored(nats.url, "RESTORE")) == 200
     # A selection clear of the hole is replayed as before.
     assert replay(nats, root, "--from-seq", "201", "--dry-run").returncode == 0
+
+
+def test_a_replay_stopped_by_sigint_says_how_far_it_got_and_how_to_go_on(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    total = 10_000
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.user.{i % 30}.login" for i in range(total)]))
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root)))
+    cmd = replay_to_restore(nats.url, root, "--rate", "3000")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: _count(nats.url, "RESTORE") >= 2000, "the replay to be under way")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    line = stderr.strip().splitlines()[-1]
+    published = int(line.split("stopped by SIGINT: ")[1].split(" of ")[0])
+    assert 2000 <= published < total and f" of {total} messages were published" in line
+    assert "--resume" in line and "Traceback" not in stderr
+    resumed = run_cli(*cmd[3:], "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(stored(nats.url, "RESTORE")) == total

@@ -132,11 +132,13 @@ def say(exc: ArchiverError, json_logs: bool | None = None) -> None:
 
 
 class Stopped(Exception):
-    """The work was cancelled by SIGTERM or SIGINT and has cleaned up after itself."""
+    """The work was cancelled by SIGTERM or SIGINT and has cleaned up after itself;
+    ``detail`` is what it said about where it stopped, if anything."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, detail: str | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.detail = detail
 
 
 def run_async(work: Coroutine[Any, Any, T]) -> T:
@@ -164,10 +166,11 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
             loop.add_signal_handler(signum, stop, signum)
         try:
             result = await work
-        except BaseException:
+        except BaseException as exc:
             # However the work ended, a signal it received means the run was stopped.
             if received:
-                raise Stopped(received[0]) from None
+                detail = exc.line() if isinstance(exc, ArchiverError) else None
+                raise Stopped(received[0], detail) from None
             raise
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -192,8 +195,12 @@ def with_errors(func: F) -> F:
             sys.exit(exc.exit_code)
         except Stopped as exc:
             _stopped_line(
-                f"stopped by {exc}: leases released, nothing half-written was committed; "
-                "the next run resumes where this one stopped",
+                f"stopped by {exc}: "
+                + (
+                    exc.detail
+                    or "leases released, nothing half-written was committed; the next run "
+                    "resumes where this one stopped"
+                ),
                 128 + exc.signum,
             )
         except KeyboardInterrupt:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from typing import Any
 
 import click
 
-from archiver.cli.app import finish, main, settings_from, with_errors
+from archiver.cli.app import finish, main, run_async, settings_from, with_errors
 from archiver.cli.options import OUTPUT_FILE, common_options, json_option
 from archiver.config import Settings
 from archiver.errors import UsageError
@@ -73,7 +72,7 @@ def replay(as_json: bool, **params: Any) -> None:
 
     settings = settings_from(params)
     opts = replay_options(params, settings, progress=not as_json)
-    finish(asyncio.run(do_replay(settings, opts)), as_json)
+    finish(run_async(do_replay(settings, opts)), as_json)
 
 
 def time_bound(option: str, value: str | None) -> int | None:

@@ -138,6 +138,10 @@ async def publish_all(
                 last_save, since_save = time.monotonic(), 0
         await publisher.drain()
         await checkpoint.save(publisher.acked_prefix_key)
+    except asyncio.CancelledError:
+        # Stopped (SIGTERM, SIGINT): keep what was acknowledged, for --resume.
+        await checkpoint.save(publisher.acked_prefix_key)
+        raise
     finally:
         summary.published = publisher.published
         summary.duplicates = publisher.duplicates

@@ -13,7 +13,7 @@ import logging
 import time
 
 from archiver.config import Settings
-from archiver.errors import DataAtRisk
+from archiver.errors import DataAtRisk, Interrupted
 from archiver.nats.conn import connect, redact_url
 from archiver.replay.checkpoint import (
     CHECKPOINT_EVERY_MESSAGES,
@@ -88,7 +88,14 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
                     depth=opts.window + 2 * CHECKPOINT_EVERY_MESSAGES,
                 )
         summary.bytes = 0
-        await publish_all(store, opts, plan, nc, checkpoint, skip_through, skip, summary)
+        try:
+            await publish_all(store, opts, plan, nc, checkpoint, skip_through, skip, summary)
+        except asyncio.CancelledError:
+            raise Interrupted(
+                f"{summary.published} of {summary.matched} messages were published before the "
+                "stop; those acknowledged are kept as this replay's progress",
+                hint="run the same command with --resume to continue after them",
+            ) from None
     finally:
         await nc.close()
     summary.seconds = round(time.monotonic() - started, 3)

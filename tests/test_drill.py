@@ -112,3 +112,61 @@ def test_drill_of_a_stream_with_kv_delete_markers_passes(nats: NatsServer, tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     (s,) = json.loads(result.stdout)
     assert (s["archived"], s["restored"], s["matched"], s["differences"]) == (2, 2, 2, 0)
+
+
+def test_a_kv_buckets_deletes_and_purges_are_replayed_and_counted(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Without its delete and purge markers a KV bucket's stream brings deleted keys
+    back: for KV_ and OBJ_ streams they are replayed by default, and the drill counts
+    them."""
+
+    async def bucket() -> None:
+        async with nats_client(nats.url) as nc:
+            kv = await nc.jetstream().create_key_value(bucket="CONFIG", history=5)
+            await kv.put("a", b"1")
+            await kv.put("b", b"2")
+            await kv.delete("a")
+            await kv.put("c", b"3")
+            await kv.purge("c")
+
+    asyncio.run(bucket())
+    root = tmp_path / "archive"
+    asyncio.run(run(settings(nats.url, str(root))))
+    base = ("--nats-url", nats.url, "--store", str(root), "--json")
+    dry = run_cli("replay", *base, "--stream", "KV_CONFIG", "--dry-run", "--yes")
+    assert dry.returncode == 0, dry.stderr
+    # a=1, b=2, the delete of a, the purge of c (which rolled up c=3): four messages.
+    assert (json.loads(dry.stdout)[0]["matched"], json.loads(dry.stdout)[0]["skipped"]) == (4, 0)
+    without = run_cli(
+        "replay", *base, "--stream", "KV_CONFIG", "--dry-run", "--yes", "--exclude-delete-markers"
+    )
+    plain = json.loads(without.stdout)[0]
+    assert (plain["matched"], plain["skipped"]) == (2, 2)
+    drilled = run_cli("drill", *base, "--stream", "KV_CONFIG")
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    (s,) = json.loads(drilled.stdout)
+    assert (s["archived"], s["restored"], s["matched"], s["markers"]) == (4, 4, 4, 2)
+
+
+def test_restored_messages_are_matched_by_archived_seq_not_position() -> None:
+    """One message resent after an ack timeout lands after its neighbours: that is no
+    difference at all."""
+    from archiver.proof.restored import _Matcher
+    from archiver.replay.headers import message_id, replay_headers
+    from archiver.replay.selection import Selection
+
+    sel = Selection("AUTH")
+    gen = "20260101T000000000000Z"
+    rows = [(seq, f"auth.{seq}", seq * 10, None, b"x%d" % seq) for seq in range(1, 6)]
+    matcher = _Matcher(iter(rows), sel, gen, "drill.t")
+    matcher.start(keep_markers=True)
+    for seq in (1, 3, 4, 2, 5):  # 2 was resent
+        block = replay_headers(
+            None, msg_id=message_id("AUTH", gen, seq), stream="AUTH", seq=seq, time_ns=seq * 10
+        )
+        matcher.pending[seq] = (f"drill.t.auth.{seq}", block, b"x%d" % seq)
+        matcher.highest = max(matcher.highest, seq)
+        matcher.settle(final=False)
+    matcher.settle(final=True)
+    assert (matcher.out.matched, matcher.out.differences) == (5, 0), matcher.out.examples

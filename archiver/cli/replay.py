@@ -56,9 +56,10 @@ from archiver.timefmt import parse_time_bound
     help="Replay what there is where the archive cannot account for seqs (else exit 3).",
 )
 @click.option(
-    "--include-delete-markers",
-    is_flag=True,
-    help="Also replay KV delete/purge markers (KV clients read them as deletes).",
+    "--include-delete-markers/--exclude-delete-markers",
+    default=None,
+    help="Replay KV/object-store delete and purge markers [default: for KV_ and OBJ_ "
+    "streams, where without them deleted keys come back].",
 )
 @with_errors
 def replay(as_json: bool, **params: Any) -> None:

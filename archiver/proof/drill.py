@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,21 +33,18 @@ from archiver.format import catalog
 from archiver.format.reader import read_footer
 from archiver.nats.api import OWN_MARK, stream_info
 from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
-from archiver.nats.reader import ConsumerReader
 from archiver.proof.findings import PROBLEMS
+from archiver.proof.restored import MAX_LISTED, compare_restored
 from archiver.proof.verify import verify_generation
 from archiver.render import EXIT_DATA, EXIT_OK
 from archiver.replay import ReplayOptions, replay
-from archiver.replay.headers import is_delete_marker, message_id, replay_headers
 from archiver.replay.mapping import SubjectMapper
-from archiver.replay.selection import Selection, iter_rows, iter_selected, select_files
+from archiver.replay.selection import Selection, select_files
 from archiver.store import Store, open_store
 from archiver.timefmt import format_ns
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["seq", "subject", "time_ns", "raw_headers", "data"]
-MAX_LISTED = 20
 
 
 @dataclass
@@ -59,6 +55,8 @@ class StreamDrill:
     archived: int = 0
     restored: int = 0
     matched: int = 0
+    markers: int = 0
+    """KV and object-store delete and purge markers restored (in ``matched``)."""
     differences: int = 0
     examples: list[str] = field(default_factory=list)
     verify_problems: list[str] = field(default_factory=list)
@@ -153,66 +151,6 @@ async def _create_scratch(nc: RawClient, stream: str) -> tuple[str, str]:
     return name, subject
 
 
-async def _compare(
-    nc: RawClient,
-    store: Store,
-    sel: Selection,
-    generation: str,
-    files: list[Any],
-    scratch: str,
-    prefix: str,
-    result: StreamDrill,
-) -> None:
-    """Restored messages against the archive, in order, one batch and row group at a time."""
-    info = await stream_info(nc, scratch)
-    result.restored = info.messages
-    archive = iter_rows(iter_selected(store, files, sel, COLUMNS), COLUMNS)
-    if not info.messages:
-        result.differences = result.archived
-        return
-    async for batch in ConsumerReader(nc, scratch, 1, info.last_seq).batches():
-        for i in range(len(batch)):
-            want = await asyncio.to_thread(_next_replayed, archive)
-            if want is None:
-                _differ(result, f"scratch seq {batch.seqs[i]} has no archived counterpart")
-                continue
-            seq, subject, time_ns, raw, data = want
-            headers = replay_headers(
-                raw,
-                msg_id=message_id(sel.stream, generation, seq),
-                stream=sel.stream,
-                seq=seq,
-                time_ns=time_ns,
-            )
-            wrong = [
-                name
-                for name, ok in (
-                    ("subject", batch.subjects[i] == f"{prefix}.{subject}"),
-                    ("payload", batch.data[i] == data),
-                    ("headers", batch.raw_headers[i] == headers),
-                )
-                if not ok
-            ]
-            if wrong:
-                _differ(result, f"archived seq {seq}: {', '.join(wrong)} differ")
-            else:
-                result.matched += 1
-
-
-def _next_replayed(rows: Iterator[tuple[Any, ...]]) -> tuple[Any, ...] | None:
-    """The next archived row that replay publishes (it skips KV delete markers)."""
-    for row in rows:
-        if not (row[3] and is_delete_marker(row[3])):
-            return row
-    return None
-
-
-def _differ(result: StreamDrill, text: str) -> None:
-    result.differences += 1
-    if len(result.examples) < MAX_LISTED:
-        result.examples.append(text)
-
-
 async def _drill_stream(
     settings: Settings,
     nc: RawClient,
@@ -254,7 +192,12 @@ async def _drill_stream(
         result.rto_seconds = round(time.monotonic() - started, 3)
         result.archived = summary.matched
         result.restore_msgs_per_s = round(summary.matched / max(result.rto_seconds, 1e-9), 1)
-        await _compare(nc, store, sel, generation, files, scratch, prefix, result)
+        compared = await compare_restored(
+            nc, store, sel, generation, files, scratch, prefix, opts.keeps_markers
+        )
+        result.restored, result.matched = compared.restored, compared.matched
+        result.markers = compared.markers
+        result.differences, result.examples = compared.differences, compared.examples
     except ArchiverError as exc:
         result.error = f"{exc}"
     finally:

@@ -45,7 +45,7 @@ def replay_id(opts: ReplayOptions, generation: str, targets: list[StreamInfo]) -
             opts.bounds_text,
             opts.mapper.describe(),
             sorted((t.name, t.created_ns) for t in targets),
-            opts.delete_markers,
+            opts.keeps_markers,
         ]
     )
     return hashlib.sha256(ident.encode()).hexdigest()[:24]

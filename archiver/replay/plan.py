@@ -51,7 +51,7 @@ def make_plan(store: Store, opts: ReplayOptions) -> Plan:
         subjects = table.column("subject").to_pylist()
         raws = table.column("raw_headers").to_pylist()
         for subject, raw in zip(subjects, raws, strict=True):
-            if not opts.delete_markers and raw and is_delete_marker(raw):
+            if not opts.keeps_markers and raw and is_delete_marker(raw):
                 plan.skipped_markers += 1
                 continue
             mapped = opts.mapper.map(subject)
@@ -82,7 +82,7 @@ def exact_largest(store: Store, opts: ReplayOptions, plan: Plan) -> int:
         sizes = pc.binary_length(table.column("data")).to_pylist()
         raws = table.column("raw_headers").to_pylist()
         for size, raw in zip(sizes, raws, strict=True):
-            if raw and not opts.delete_markers and is_delete_marker(raw):
+            if raw and not opts.keeps_markers and is_delete_marker(raw):
                 continue
             largest = max(largest, size + (len(raw) + renamed_growth(raw) if raw else 0))
     return largest + fixed_growth(opts.selection.stream, plan.generation)

@@ -109,7 +109,7 @@ async def publish_all(
         columns = ["seq", "subject", "time_ns", "raw_headers", "data"]
         rows = iter_rows(iter_selected(store, plan.files, sel, columns), columns)
         for seq, subject, time_ns, raw, data in rows:
-            if not opts.delete_markers and raw and is_delete_marker(raw):
+            if not opts.keeps_markers and raw and is_delete_marker(raw):
                 summary.skipped += 1
                 continue
             if (skip_through is not None and seq <= skip_through) or seq in skip:

@@ -24,7 +24,9 @@ class ReplayOptions:
     yes: bool = False
     resume: bool = False
     seq_map: Path | None = None
-    delete_markers: bool = False
+    delete_markers: bool | None = None
+    """Replay KV and object-store delete and purge markers; None: for ``KV_`` and
+    ``OBJ_`` streams yes (without them deleted keys come back), for others no."""
     allow_gaps: bool = False
     """Replay what there is even where the archive cannot explain a hole."""
     window: int = 2000
@@ -34,6 +36,17 @@ class ReplayOptions:
     """False for drills: a scratch restore is never resumed, so it leaves no state."""
     bounds_text: str = ""
     """``--since``/``--until`` as typed: part of the replay's identity for --resume."""
+
+
+    @property
+    def keeps_markers(self) -> bool:
+        if self.delete_markers is not None:
+            return self.delete_markers
+        return self.selection.stream.startswith(MARKER_STREAM_PREFIXES)
+
+
+MARKER_STREAM_PREFIXES = ("KV_", "OBJ_")
+"""Streams behind KV buckets and object stores, where a delete marker is data."""
 
 
 @dataclass

@@ -214,6 +214,12 @@ CASES = [
         _write("p.yaml", "archive:\n  at_risk_margin: soon\n"),
     ),
     Bad(
+        "drill of a window that has not begun",
+        ("drill", "--store", "{store}", "--since", "2999-01-01T00:00:00Z"),
+        2,
+        "--since 2999-01-01T00:00:00Z is in the future",
+    ),
+    Bad(
         "drill report into a missing directory",
         ("drill", "--store", "{store}", "--report", "{tmp}/none/r.md"),
         2,

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from helpers import data_keys, nats_client, publish, run_cli, settings
 from natsserver import NatsServer
 from rawpub import RawPublisher
@@ -69,10 +70,14 @@ def test_drill_on_a_healthy_archive(nats: NatsServer, tmp_path: Path) -> None:
     assert by_stream["AUTH"]["matched"] == 200 and by_stream["SFS"]["matched"] == 1200
     for s in by_stream.values():
         assert s["rto_seconds"] > 0 and s["restore_msgs_per_s"] > 0
-        assert s["rpo_seconds"] is not None and s["rpo_seconds"] >= 0
     assert (
         by_stream["SFS"]["live_not_archived"] == 7 and by_stream["AUTH"]["live_not_archived"] == 0
     )
+    # RPO is the time since the archive last held everything the server held: 0 for a
+    # fully archived stream however old its newest message, the age of the oldest
+    # unarchived message otherwise.
+    assert by_stream["AUTH"]["rpo_seconds"] == 0
+    assert 0 < by_stream["SFS"]["rpo_seconds"] < 120
     assert json.loads(report_path.read_text())["ok"]
     markdown = (tmp_path / "reports" / "drill.md").read_text()
     assert "PASSED" in markdown and "| SFS | 1200 | 1200 | 1200 | 0 |" in markdown
@@ -170,3 +175,56 @@ def test_restored_messages_are_matched_by_archived_seq_not_position() -> None:
         matcher.settle(final=False)
     matcher.settle(final=True)
     assert (matcher.out.matched, matcher.out.differences) == (5, 0), matcher.out.examples
+
+
+def test_the_report_file_is_the_one_named_in_the_format_its_suffix_says(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    root = archive_two_streams(nats, tmp_path)
+    named = tmp_path / "drill-report.txt"
+    args = ("drill", "--nats-url", nats.url, "--store", str(root), "--stream", "AUTH")
+    result = run_cli(*args, "--report", str(named))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert named.read_text().startswith("# Disaster-recovery drill: PASSED")
+    assert json.loads((tmp_path / "drill-report.json").read_text())["ok"]
+    svg = (tmp_path / "drill-report.svg").read_text()
+    width = int(svg.split('width="', 1)[1].split('"', 1)[0])
+    assert width >= 480, "the title fits"
+
+
+def test_the_chart_reads_only_the_footers_it_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Years of hourly files would be a ranged GET each; the chart draws a week."""
+    from archiver.archive.cutter import Cutter
+    from archiver.config import FileLimits
+    from archiver.format.batch import Batch
+    from archiver.format.fence import Fence
+    from archiver.proof import coverage
+    from archiver.store.memory import MemoryStore
+
+    store = MemoryStore()
+    cutter = Cutter(
+        Fence(store, "AUTH", "20260101T000000000000Z", "test"),
+        "{}",
+        FileLimits(row_group_rows=1000),
+        tmp_path,
+        before_commit=lambda: None,
+    )
+    day_ns = 86_400 * 10**9
+    batch = Batch()
+    for i in range(60):  # a message a day: a file a day
+        batch.append(i + 1, "auth.a", 1_767_225_600 * 10**9 + i * day_ns, None, b"x")
+    cutter.add(batch)
+    cutter.finish()
+    reads: list[str] = []
+    real = coverage.read_footer
+
+    def counted(store: object, f: object) -> dict[str, str]:
+        reads.append(str(f))
+        return real(store, f)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(coverage, "read_footer", counted)
+    svg = coverage.coverage_svg(store, ["AUTH"])
+    assert "<rect" in svg
+    assert 7 <= len(reads) <= 10, len(reads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from archiver.cli.options import (
     streams_option,
 )
 from archiver.cli.replay import time_bound
+from archiver.errors import UsageError
 
 
 @main.command(name="verify")
@@ -67,7 +69,8 @@ def verify_command(
     "--report",
     "report_path",
     **OUTPUT_FILE,
-    help="Write the report here (.json), with .md and .svg beside it.",
+    help="Write the report here: JSON for .json, else Markdown; the other forms and the "
+    ".svg chart beside it.",
 )
 @click.option("--keep", is_flag=True, help="Keep the scratch streams for inspection.")
 @metrics_options
@@ -93,6 +96,12 @@ def drill_command(
     target = metrics_target(params)
     settings = settings_from(params)
     since_ns = time_bound("since", since)
+    if since_ns is not None and since_ns > time.time_ns():
+        # A window that has not begun restores nothing, and "0 of 0 matched" is no proof.
+        raise UsageError(
+            f"--since {since} is in the future: the drill would restore nothing",
+            hint="give a past time (RFC 3339) or a duration ago, e.g. --since 24h",
+        )
     report = asyncio.run(drill(settings, drill_streams, target_url, since_ns, keep))
     if report_path:
         written = write_reports(report, open_store(settings.store_url, settings.s3), report_path)

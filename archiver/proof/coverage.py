@@ -20,19 +20,26 @@ from archiver.store import Store
 HOUR_NS = 3600 * 1_000_000_000
 MAX_HOURS = 7 * 24
 ROW, BAR_W, LEFT, TOP = 70, 5, 150, 30
+TITLE_WIDTH = 480
 
 
 def _hours(store: Store, stream: str) -> tuple[Counter[int], Counter[int]]:
-    """Files per hour (by their last message) and gap records per hour recorded."""
-    files: Counter[int] = Counter()
+    """Files per hour (by their last message) and gap records per hour recorded, over
+    the last ``MAX_HOURS`` the chart draws: only the footers of files whose day can be
+    drawn are read (years of hourly files would be a ranged GET each)."""
     found = catalog.read_stream(store, stream).values()
-    for f in (f for g in found for f in g.files):
+    files = [f for g in found for f in g.files]
+    newest = max((f.name.day for f in files), default=None)
+    files_per_hour: Counter[int] = Counter()
+    for f in files:
+        if newest is not None and (newest - f.name.day).days > MAX_HOURS // 24 + 1:
+            continue
         try:
             last = int(read_footer(store, f).get("last_time_ns", 0) or 0)
         except DataFileCorrupt:
             continue  # the drill's verify step reports it; the chart shows what is readable
         if last:
-            files[last // HOUR_NS] += 1
+            files_per_hour[last // HOUR_NS] += 1
     gaps: Counter[int] = Counter()
     for name in (r for g in found for r in g.records):
         try:
@@ -40,7 +47,7 @@ def _hours(store: Store, stream: str) -> tuple[Counter[int], Counter[int]]:
         except (ValueError, zstandard.ZstdError):
             continue
         gaps[int(body.get("recorded_at", 0) * 1e9) // HOUR_NS] += 1
-    return files, gaps
+    return files_per_hour, gaps
 
 
 def coverage_svg(store: Store, streams: list[str]) -> str:
@@ -48,7 +55,8 @@ def coverage_svg(store: Store, streams: list[str]) -> str:
     all_hours = [h for files, gaps in per_stream.values() for h in (*files, *gaps)]
     end = max(all_hours, default=0)
     start = max(min(all_hours, default=0), end - MAX_HOURS + 1)
-    width = LEFT + (end - start + 1) * BAR_W + 20
+    # Wide enough for the title too (it was clipped on a chart of a few hours).
+    width = max(LEFT + (end - start + 1) * BAR_W + 20, TITLE_WIDTH)
     height = TOP + ROW * len(streams) + 30
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '

@@ -3,8 +3,9 @@
 For each chosen stream: verify its archive, restore it (or a time window of it) into a
 scratch stream on the target whose name and subjects cannot collide with live ones,
 read the scratch stream back and compare it with the archive message for message,
-measure RTO (time to restore, messages/s) and RPO (age of the newest archived message;
-how much the live stream holds that the archive does not yet), then remove the scratch
+measure RTO (time to restore, messages/s) and RPO (the time since the archive last
+held everything the live stream held; how much the live stream holds that the archive
+does not yet), then remove the scratch
 stream unless ``--keep``. The report is JSON for machines and Markdown for people, with
 an SVG chart of archive coverage per hour beside it.
 """
@@ -31,7 +32,7 @@ from archiver.errors import (
 )
 from archiver.format import catalog
 from archiver.format.reader import read_footer
-from archiver.nats.api import OWN_MARK, stream_info
+from archiver.nats.api import OWN_MARK, get_message, stream_info
 from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
 from archiver.proof.findings import PROBLEMS
 from archiver.proof.restored import MAX_LISTED, compare_restored
@@ -210,28 +211,38 @@ async def _drill_stream(
 
 
 def _rpo(store: Store, files: list[Any], result: StreamDrill) -> None:
+    """The newest archived message, for the report (RPO itself needs the live stream)."""
     if not files:
         return
     newest = max(files, key=lambda f: f.name.last_seq)
     try:
         last_ns = int(read_footer(store, newest).get("last_time_ns", 0) or 0)
     except DataFileCorrupt:
-        return  # verify's findings name the damaged file; RPO stays unknown
+        return  # verify's findings name the damaged file
     if last_ns:
         result.newest_archived = format_ns(last_ns)
-        result.rpo_seconds = round(time.time() - last_ns / 1e9, 3)
 
 
 async def _live_gap(
     source: RawClient, store: Store, stream: str, generation: str, result: StreamDrill
 ) -> None:
+    """RPO: the time since the archive last held everything the live stream held, which
+    is the age of the oldest message it does not hold yet (0 when it holds them all: a
+    quiet, fully archived stream loses nothing however old its newest message)."""
     try:
         info = await stream_info(source, stream)
     except UsageError:
         return
-    if info.generation == generation:
-        archived_seq = await asyncio.to_thread(catalog.archived_seq, store, stream, generation)
-        result.live_not_archived = max(0, info.last_seq - archived_seq)
+    if info.generation != generation:
+        return
+    archived_seq = await asyncio.to_thread(catalog.archived_seq, store, stream, generation)
+    result.live_not_archived = max(0, info.last_seq - archived_seq)
+    result.rpo_seconds = 0.0
+    if result.live_not_archived:
+        start = max(archived_seq + 1, info.first_seq)
+        oldest = await get_message(source, stream, start, next_any=True)
+        if oldest is not None:
+            result.rpo_seconds = round(max(0.0, time.time() - oldest.time_ns / 1e9), 3)
 
 
 async def drill(

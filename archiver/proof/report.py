@@ -11,13 +11,17 @@ from archiver.store import Store
 
 
 def write_reports(report: DrillReport, store: Store, path: Path) -> list[Path]:
-    """JSON at ``path`` (.json), Markdown and the SVG coverage chart beside it."""
+    """The file the user named, in the format its suffix says (JSON for ``.json``,
+    Markdown otherwise), and the other forms beside it: JSON, Markdown, the SVG chart."""
+    as_json = path.suffix == ".json"
     base = path.with_suffix("")
-    json_path, md_path, svg_path = (base.with_suffix(s) for s in (".json", ".md", ".svg"))
+    json_path = path if as_json else base.with_suffix(".json")
+    md_path = base.with_suffix(".md") if as_json else path
+    svg_path = base.with_suffix(".svg")
     json_path.write_text(json.dumps(report.document(), indent=2))
     svg_path.write_text(coverage_svg(store, [s.stream for s in report.streams]))
     md_path.write_text(_markdown(report, svg_path.name))
-    return [json_path, md_path, svg_path]
+    return [path, *(p for p in (json_path, md_path, svg_path) if p != path)]
 
 
 def _markdown(report: DrillReport, chart: str) -> str:
@@ -53,8 +57,9 @@ def _markdown(report: DrillReport, chart: str) -> str:
         "",
         f"![archive coverage per hour]({chart})",
         "",
-        "RTO: time to restore the selection into a scratch stream. RPO: age of the newest "
-        "archived message at drill time; live not archived: messages the live stream holds "
+        "RTO: time to restore the selection into a scratch stream. RPO: the time since the "
+        "archive last held everything the live stream held (the age of the oldest message "
+        "not archived yet; 0 when none); live not archived: messages the live stream holds "
         "beyond the archive.",
         "",
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -76,7 +77,16 @@ def test_a_run_frozen_past_its_lease_mid_upload_commits_nothing_twice(
     policy_a = write_policy(tmp_path / "a", url, file_max_rows=500)
     policy_b = write_policy(tmp_path / "b", url, file_max_rows=700)
     frozen = subprocess.Popen(
-        [sys.executable, "-m", "archiver", "run", "--nats-url", nats.url, "--policy", str(policy_a)],
+        [
+            sys.executable,
+            "-m",
+            "archiver",
+            "run",
+            "--nats-url",
+            nats.url,
+            "--policy",
+            str(policy_a),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -229,7 +239,9 @@ def test_the_loss_record_of_a_file_is_written_before_its_commit(tmp_path: Path) 
 
     class DiesAfterFirstMarker(MemoryStore):
         def put_bytes(self, key: str, data: bytes) -> None:
-            if "/_commits/" in key and any("/_commits/g" in k and "base" not in k for k in self.keys()):
+            if "/_commits/" in key and any(
+                "/_commits/g" in k and "base" not in k for k in self.keys()
+            ):
                 raise KeyboardInterrupt("killed")
             super().put_bytes(key, data)
 
@@ -357,3 +369,39 @@ def test_an_archive_written_before_the_fence_stays_valid_and_goes_on(
     assert len(catalog.data_files(store, "AUTH")) == 5
     assert run_cli("verify", "--store", str(root)).returncode == 0
     _exactly_once(store, tmp_path, 150)
+
+
+def test_a_foreign_file_named_like_a_data_file_changes_no_answer(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Named for seqs beyond the stream's end, it made status say archived_seq above
+    last_seq, ok, and replay fail; no commit marker names it, so nothing counts it."""
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 50))
+    asyncio.run(run_module.run(settings(nats.url, str(root))))
+    store = open_store(str(root))
+    (real,) = data_keys(store, "AUTH")
+    name = layout.parse_data_key(real)
+    assert name is not None
+    foreign = layout.data_key("AUTH", name.day, name.generation, 51, 900)
+    store.put_bytes(foreign, store.get_bytes(real))
+    status = run_cli("status", "--nats-url", nats.url, "--store", str(root), "--json")
+    (row,) = json.loads(status.stdout)
+    assert (row["archived_seq"], row["last_seq"], row["state"]) == (50, 50, "ok")
+    replayed = run_cli(
+        "replay",
+        "--nats-url",
+        nats.url,
+        "--store",
+        str(root),
+        "--stream",
+        "AUTH",
+        "--subject-prefix",
+        "restore",
+        "--json",
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)[0]["published"] == 50

@@ -388,7 +388,9 @@ def test_a_foreign_file_named_like_a_data_file_changes_no_answer(
     assert name is not None
     foreign = layout.data_key("AUTH", name.day, name.generation, 51, 900)
     store.put_bytes(foreign, store.get_bytes(real))
-    status = run_cli("status", "--nats-url", nats.url, "--store", str(root), "--json")
+    status = run_cli(
+        "status", "--nats-url", nats.url, "--store", str(root), "--stream", "AUTH", "--json"
+    )
     (row,) = json.loads(status.stdout)
     assert (row["archived_seq"], row["last_seq"], row["state"]) == (50, 50, "ok")
     replayed = run_cli(

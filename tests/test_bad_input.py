@@ -391,3 +391,22 @@ def test_the_readme_catalogue_is_this_list_and_its_other_rows_name_real_tests() 
         for test in named:
             assert f"def {test}(" in source, f"{test} does not exist"
     assert len(names) >= 30
+
+
+def test_even_a_bug_ends_in_a_json_line_when_the_logs_are_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archiver.format import catalog
+
+    def broken(*args: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(catalog, "choose_streams", broken)
+    (tmp_path / "archive").mkdir()
+    result = run_cli("ls", "--store", str(tmp_path / "archive"), "--log-format", "json")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1]["level"] == "CRITICAL" and "ZeroDivisionError" in lines[-1]["message"]
+    assert "Traceback" in lines[-1]["traceback"]
+    text = run_cli("ls", "--store", str(tmp_path / "archive"))
+    assert text.returncode == 1 and "ZeroDivisionError" in text.stderr  # the traceback, as is

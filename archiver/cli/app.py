@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -51,6 +52,18 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except click.Abort:
             _stopped_line("interrupted", INTERRUPTED)
+        except Exception as exc:
+            if not _json_logs_asked(argv):
+                raise  # a bug: its traceback is what a report needs
+            # Even a bug's last words parse in a JSON log pipeline, traceback included.
+            line = {
+                "level": "CRITICAL",
+                "message": f"unexpected error: {exc!r}",
+                "traceback": traceback.format_exc(),
+                "exit_code": 1,
+            }
+            click.echo(json.dumps(line), err=True)
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 

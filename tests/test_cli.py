@@ -138,16 +138,26 @@ def test_with_json_logs_the_error_line_is_json_too(tmp_path: Path) -> None:
     assert nothing_written(root)
 
 
-def test_ls_of_a_stream_the_archive_lacks_is_a_usage_error(tmp_path: Path) -> None:
-    """Streams are chosen the same way as verify and drill do: a name the archive does
-    not hold is a mistake to say, not an empty listing."""
-    root = tmp_path / "archive"
-    root.mkdir()
-    for argv in (["ls", "NOPE"], ["ls", "--stream", "NOPE"], ["verify", "NOPE"]):
-        result = run_cli(*argv, "--store", str(root))
-        assert result.returncode == 2, argv
-        assert "the archive holds no stream NOPE" in one_line(result.stderr)
-    assert json.loads(run_cli("ls", "--store", str(root), "--json").stdout) == []
+def test_read_only_commands_on_a_store_without_an_archive_say_so_and_create_nothing(
+    tmp_path: Path,
+) -> None:
+    """A mistyped --store was an empty listing and a clean verify, exit 0, and a local
+    path that did not exist was created. (A name the archive does not hold, in an archive
+    that holds others, is a usage error: the bad-input catalogue runs it.)"""
+    for root in (tmp_path / "empty", tmp_path / "missing"):
+        if root.name == "empty":
+            root.mkdir()
+        for argv in (
+            ["ls", "NOPE"],
+            ["ls", "--stream", "NOPE"],
+            ["verify", "NOPE"],
+            ["ls"],
+            ["verify"],
+        ):
+            result = run_cli(*argv, "--store", str(root))
+            assert result.returncode == 1, argv
+            assert f"no archive at {root}; check --store" in one_line(result.stderr)
+        assert root.exists() == (root.name == "empty"), "a read-only command created it"
 
 
 def test_every_variable_is_named_after_its_option() -> None:

@@ -169,3 +169,15 @@ def test_flag_beats_policy(tmp_path: Path) -> None:
     assert (from_flag.s3.storage_class, from_flag.s3.sse) == ("ONEZONE_IA", "AES256")
     assert resolve({}).s3.addressing_style == "path"
     assert resolve({"s3_addressing_style": "virtual"}).s3.addressing_style == "virtual"
+
+
+def test_verify_of_an_empty_prefix_says_there_is_no_archive(s3_env: SeaweedS3) -> None:
+    url = f"s3://{s3_env.bucket}/natz-typo"
+    result = run_cli("verify", "--store", url, env=s3_env.env())
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"archiver: error: no archive at {url}; check --store: it holds nothing the archiver wrote"
+    ]
+    listing = s3_env.client().list_objects_v2(Bucket=s3_env.bucket, Prefix="natz-typo")
+    assert listing.get("KeyCount", 0) == 0, "a read-only command wrote something"

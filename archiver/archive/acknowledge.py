@@ -95,7 +95,7 @@ async def acknowledge(
         raise UsageError("say why with --reason: it is kept in the archive with the loss")
     settings.nats.check()
     store = open_store(settings.store_url, settings.s3)
-    await asyncio.to_thread(store.check)
+    await asyncio.to_thread(store.check, True)
     nc = await connect(settings.nats)
     try:
         info = await stream_info(nc, stream)

@@ -273,7 +273,7 @@ async def run(settings: Settings) -> RunReport:
     """Archive every selected stream once. Raises on errors that stop the whole run."""
     settings.nats.check()  # before the store is touched: nothing written on bad input
     store = open_store(settings.store_url, settings.s3)
-    await asyncio.to_thread(store.check)
+    await asyncio.to_thread(store.check, True)
     await asyncio.to_thread(store.check_commit)
     nc = await connect(settings.nats)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from archiver.errors import UsageError
+from archiver.errors import StoreError, UsageError
 from archiver.format import layout
 from archiver.format.fence import Link, read_base, read_marker
 from archiver.format.layout import FileName, GapName, MarkerName
@@ -159,6 +159,11 @@ def choose_streams(store: Store, names: tuple[str, ...]) -> list[str]:
     """The archived streams a command covers: those named, each of which the archive
     must hold, or every stream in the archive."""
     known = streams_in_archive(store)
+    if not known:
+        raise StoreError(
+            f"no archive at {store.describe()}",
+            hint="check --store: it holds nothing the archiver wrote",
+        )
     unknown = [s for s in names if s not in known]
     if unknown:
         raise UsageError(

@@ -27,8 +27,9 @@ class Store(Protocol):
         """A human name for messages: ``s3://bucket/prefix`` or a path; never a secret."""
         ...
 
-    def check(self) -> None:
-        """Fail fast with one clear ``StoreError`` if the store is unreachable or denied."""
+    def check(self, writing: bool = False) -> None:
+        """Fail fast with one clear ``StoreError`` if the store is unreachable or denied.
+        Read-only commands (``writing`` false) must not create anything."""
         ...
 
     def check_commit(self) -> None:

@@ -68,8 +68,13 @@ class LocalStore:
         """The root directory."""
         return str(self.root)
 
-    def check(self) -> None:
-        """Create the root if needed and make sure we may write in it."""
+    def check(self, writing: bool = False) -> None:
+        """For writing, create the root if needed and make sure we may write in it;
+        for reading, create nothing: a missing root is an empty archive."""
+        if not writing:
+            if self.root.exists() and not os.access(self.root, os.R_OK | os.X_OK):
+                raise StoreError(f"archive directory {self.root} is not readable")
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -24,7 +24,7 @@ class MemoryStore:
         """Always ``memory://``: there is nothing else to name."""
         return "memory://"
 
-    def check(self) -> None:
+    def check(self, writing: bool = False) -> None:
         """A dict is always reachable."""
 
     def check_commit(self) -> None:

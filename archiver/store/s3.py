@@ -104,8 +104,9 @@ class S3Store:
 
     # -- the Store protocol ------------------------------------------------------------
 
-    def check(self) -> None:
-        """HEAD the bucket: proves endpoint, credentials and bucket in one request."""
+    def check(self, writing: bool = False) -> None:
+        """HEAD the bucket: proves endpoint, credentials and bucket in one request
+        (whether we may write shows at the first write, or the no-clobber probe)."""
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except _BotoError as exc:

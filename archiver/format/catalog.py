@@ -180,7 +180,7 @@ def streams_in_archive(store: Store) -> list[str]:
     for prefix in store.list_dirs(""):
         part = prefix.rstrip("/")
         if part.startswith("stream=") and _holds_archive_objects(store, prefix):
-            names.append(part.removeprefix("stream="))
+            names.append(layout.unescape_name(part.removeprefix("stream=")))
     return names
 
 

@@ -110,8 +110,25 @@ def generation_created(generation: str) -> datetime:
     return datetime.strptime(generation, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
 
 
+# What Hive escapes in a partition value (FileUtils.escapePathName), so that every
+# engine that reads ``stream=`` as a Hive partition (DuckDB, polars, DataFusion, Spark,
+# Trino, Athena) decodes it back to the NATS stream name. Names without these
+# characters, every name the deployment uses, are unchanged.
+_ESCAPED = frozenset("\"#%'*/:=?\\{[]^\x7f") | {chr(c) for c in range(1, 32)}
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def escape_name(stream: str) -> str:
+    """A stream name as the ``stream=`` partition value: Hive's percent-escaping."""
+    return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in stream)
+
+
+def unescape_name(value: str) -> str:
+    return _ESCAPE_RE.sub(lambda m: chr(int(m[1], 16)), value)
+
+
 def stream_prefix(stream: str) -> str:
-    return f"stream={stream}/"
+    return f"stream={escape_name(stream)}/"
 
 
 def date_prefix(stream: str, day: date) -> str:
@@ -145,7 +162,7 @@ def parse_data_key(key: str) -> FileName | None:
     if not m:
         return None
     return FileName(
-        stream=m["stream"],
+        stream=unescape_name(m["stream"]),
         day=date.fromisoformat(m["date"]),
         generation=m["gen"],
         first_seq=int(m["first"]),
@@ -159,7 +176,12 @@ def parse_gap_key(key: str) -> GapName | None:
         return None
     inside = m["suffix"] == "-inside"
     return GapName(
-        m["stream"], m["gen"], int(m["first"]), int(m["last"]), inside or bool(m["suffix"]), inside
+        unescape_name(m["stream"]),
+        m["gen"],
+        int(m["first"]),
+        int(m["last"]),
+        inside or bool(m["suffix"]),
+        inside,
     )
 
 
@@ -180,7 +202,7 @@ def parse_marker_key(key: str) -> MarkerName | None:
     if not m:
         return None
     first = None if m["first"] == "base" else int(m["first"])
-    return MarkerName(m["stream"], m["gen"], first)
+    return MarkerName(unescape_name(m["stream"]), m["gen"], first)
 
 
 def parse_date_prefix(prefix: str) -> date | None:
@@ -204,7 +226,7 @@ def parse_run_key(key: str) -> RunName | None:
     m = _RUN_RE.match(key)
     if not m:
         return None
-    return RunName(m["stream"], m["gen"], int(m["first"]), int(m["last"]))
+    return RunName(unescape_name(m["stream"]), m["gen"], int(m["first"]), int(m["last"]))
 
 
 _ACK_RE = re.compile(
@@ -224,4 +246,4 @@ def ack_key(stream: str, generation: str, up_to_seq: int) -> str:
 def parse_ack_key(key: str) -> tuple[str, str, int] | None:
     """``(stream, generation, up_to_seq)`` of an acknowledgment's key."""
     m = _ACK_RE.match(key)
-    return (m["stream"], m["gen"], int(m["seq"])) if m else None
+    return (unescape_name(m["stream"]), m["gen"], int(m["seq"])) if m else None

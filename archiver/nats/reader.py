@@ -44,6 +44,15 @@ class Reader(Protocol):
     def batches(self) -> AsyncIterator[Batch]: ...
 
 
+UNANSWERED_PULLS = 3
+"""Fresh consumers whose first pull got 503 before the stream counts as unreadable
+through consumers (nats-server 2.10 cannot serve a stream whose name holds a ``%``)."""
+
+
+class ConsumerUnusable(SourceError):
+    """The server creates consumers on the stream but never delivers through them."""
+
+
 class ConsumerReader:
     """Reads a limits stream through an ephemeral AckNone pull consumer."""
 
@@ -82,6 +91,14 @@ class ConsumerReader:
         self._status_line = b""
         self._broken = False
         self._finished = False
+        self._unanswered = 0
+        """Pulls in a row answered 503 before any message came: see ``ConsumerUnusable``."""
+        self.delivered = 0
+
+    @property
+    def cursor(self) -> int:
+        """The next seq to read: everything before it was delivered."""
+        return self._cursor
 
     # -- frames -------------------------------------------------------------------
 
@@ -125,6 +142,7 @@ class ConsumerReader:
         )
         self._cursor = seq + 1
         self._received += 1
+        self.delivered += 1
         if seq >= self.end_seq or tokens[base + 3] == b"0":
             self._finished = True
             self._done.set()
@@ -236,6 +254,13 @@ class ConsumerReader:
                     else:
                         # 503 no consumer, 409 consumer deleted or leadership change, ...
                         self._broken = True
+                        if self._status == b"503" and not self.delivered:
+                            self._unanswered += 1
+                            if self._unanswered >= UNANSWERED_PULLS:
+                                raise ConsumerUnusable(
+                                    f"stream {self.stream}: every pull of a fresh consumer is "
+                                    "answered 503"
+                                )
             finally:
                 await self.nc.unsubscribe_raw(sub)
                 await self._delete_consumer(name)
@@ -297,8 +322,33 @@ class MsgGetReader:
             yield batch
 
 
+class FallbackReader:
+    """A consumer, unless the server cannot serve the stream through one: then stream
+    gets from where the consumer stopped (slower, but every server answers them)."""
+
+    def __init__(self, nc: RawClient, info: StreamInfo, start_seq: int, end_seq: int) -> None:
+        self.nc, self.info, self.end_seq = nc, info, end_seq
+        self.consumer = ConsumerReader(nc, info.name, start_seq, end_seq)
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        try:
+            async for batch in self.consumer.batches():
+                yield batch
+            return
+        except ConsumerUnusable as exc:
+            start = max(self.consumer.cursor, self.info.first_seq)
+            log.warning(
+                "%s; reading it with stream gets from seq %d instead",
+                exc,
+                start,
+                extra={"stream": self.info.name},
+            )
+        async for batch in MsgGetReader(self.nc, self.info.name, start, self.end_seq).batches():
+            yield batch
+
+
 def reader_for(nc: RawClient, info: StreamInfo, start_seq: int, end_seq: int) -> Reader:
     """The right reader for the stream's retention policy."""
     if info.needs_consumerless_read:
         return MsgGetReader(nc, info.name, max(start_seq, info.first_seq), end_seq)
-    return ConsumerReader(nc, info.name, start_seq, end_seq)
+    return FallbackReader(nc, info, start_seq, end_seq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from pathlib import Path
@@ -11,9 +12,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from natsserver import NatsServer
 
 from archiver import SCHEMA_VERSION, __version__
 from archiver.errors import DataFileCorrupt
+from archiver.format import layout
 from archiver.format.batch import Batch
 from archiver.format.digest import ContentHash, content_hash
 from archiver.format.reader import iter_row_groups, read_meta
@@ -87,17 +90,28 @@ def test_schema_written_and_checked(tmp_path: Path) -> None:
     assert file_schema.remove_metadata().equals(SCHEMA)
 
 
+GEN = "20260101T000000000000Z"
+
+
+def test_both_schema_versions_are_accepted() -> None:
+    """Files written before seq became int64 and generation a column still read."""
+    from archiver.format.schema import SCHEMA_V1
+
+    assert check_schema(SCHEMA) == [] and check_schema(SCHEMA_V1) == []
+    assert SCHEMA.field("seq").type == pa.int64() and "generation" in SCHEMA.names
+
+
 def test_check_schema_reports_problems() -> None:
     wrong = pa.schema(
         [
-            pa.field("seq", pa.int64(), nullable=False),
+            pa.field("seq", pa.float64(), nullable=False),
             pa.field("subject", pa.dictionary(pa.int32(), pa.string()), nullable=False),
             pa.field("data", pa.binary(), nullable=True),
             pa.field("extra", pa.string()),
         ]
     )
     problems = check_schema(wrong)
-    assert "column seq is int64, expected uint64" in problems
+    assert "column seq is double, expected int64" in problems
     assert "column data allows nulls, expected not null" in problems
     assert "missing column time" in problems
     assert not any("subject" in p or "extra" in p for p in problems)
@@ -253,11 +267,11 @@ def test_content_hash_independent_of_layout(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     summary = write_data_file(path, [batch.slice(0, 3), batch.slice(3, 10)], row_group_rows=4)
 
-    whole = content_hash([batch_to_table(batch)])
+    whole = content_hash([batch_to_table(batch, GEN)])
     read_back = content_hash(iter_row_groups(path))
     one_table = content_hash([pq.read_table(path)])
     # Slices with non-zero offsets inside chunks, and a multi-chunk table.
-    table = batch_to_table(batch)
+    table = batch_to_table(batch, GEN)
     sliced = content_hash([table.slice(0, 1), table.slice(1, 6), table.slice(7)])
     chunked = content_hash([pa.concat_tables([table.slice(0, 5), table.slice(5)])])
     assert summary.content_hash == whole == read_back == one_table == sliced == chunked
@@ -296,12 +310,12 @@ def _mutated(change: str) -> Batch:
     "change", ["payload", "subject", "header", "seq", "time", "header-to-empty", "move-byte"]
 )
 def test_content_hash_sees_every_change(change: str) -> None:
-    original = content_hash([batch_to_table(make_batch(6))])
-    assert content_hash([batch_to_table(_mutated(change))]) != original
+    original = content_hash([batch_to_table(make_batch(6), GEN)])
+    assert content_hash([batch_to_table(_mutated(change), GEN)]) != original
 
 
 def test_content_hash_is_incremental() -> None:
-    table = batch_to_table(make_batch(6))
+    table = batch_to_table(make_batch(6), GEN)
     hasher = ContentHash()
     hasher.update(table.slice(0, 2))
     partial = hasher.hexdigest()
@@ -404,7 +418,7 @@ def test_nulls_in_required_columns_are_refused() -> None:
     batch = make_batch(2)
     batch.data[1] = None  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="column data has nulls"):
-        batch_to_table(batch)
+        batch_to_table(batch, GEN)
 
 
 # ------------------------------------------------------------------------- damage
@@ -458,3 +472,60 @@ def test_duckdb_reads_the_same_rows(tmp_path: Path) -> None:
         ).fetchall()
     expected = list(zip(batch.seqs, batch.subjects, batch.data, batch.times_ns, strict=True))
     assert [(s, subj, bytes(d), t) for s, subj, d, t in got] == expected
+
+
+def test_an_archive_of_both_schema_versions_verifies_replays_and_lists(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    import json
+
+    from helpers import data_keys, publish, run_cli, settings
+    from test_archive import add_streams
+
+    from archiver.archive.run import run
+    from archiver.config import FileLimits
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.e{i % 5}" for i in range(300)]))
+    asyncio.run(run(settings(nats.url, str(root), limits=FileLimits(1000, max_rows=100))))
+    store = open_store(str(root))
+    first, *_ = sorted(data_keys(store))
+    local = tmp_path / "new.parquet"
+    store.download(first, local)
+    table = pq.read_table(local)
+    assert table.schema.field("seq").type == pa.int64()
+    assert set(table.column("generation").to_pylist()) == {layout.parse_data_key(first).generation}  # type: ignore[union-attr]
+    # The same rows as a file of schema version 1 wrote them: seq uint64, no generation.
+    meta = dict(pq.read_metadata(local).metadata)
+    meta[b"archiver.schema_version"] = b"1"
+    old = table.drop_columns(["generation"])
+    old = old.set_column(
+        0, pa.field("seq", pa.uint64(), nullable=False), old.column("seq").cast(pa.uint64())
+    )
+    old = old.replace_schema_metadata(meta)
+    legacy = tmp_path / "old.parquet"
+    pq.write_table(old, legacy, compression="zstd", write_page_checksum=True)
+    store.delete(first)
+    store.put_bytes(first, legacy.read_bytes())
+    checked = run_cli("verify", "--store", str(root))
+    assert checked.returncode == 0, checked.stdout
+    dry = run_cli(
+        "replay",
+        "--nats-url",
+        nats.url,
+        "--store",
+        str(root),
+        "--stream",
+        "AUTH",
+        "--from-seq",
+        "50",
+        "--dry-run",
+        "--yes",
+        "--json",
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)[0]["matched"] == 251
+    listed = run_cli("ls", "--store", str(root), "--json")
+    assert [r["rows"] for r in json.loads(listed.stdout)] == [100, 100, 100]

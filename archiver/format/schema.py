@@ -18,7 +18,9 @@ HEADERS_TYPE = pa.map_(pa.string(), pa.list_(pa.string()))
 
 SCHEMA = pa.schema(
     [
-        pa.field("seq", pa.uint64(), nullable=False),
+        # int64, not uint64: Iceberg, Hive, Trino and Spark have no unsigned 64-bit type
+        # (Spark read it as decimal(20,0)); a stream's seqs stay far below 2**63.
+        pa.field("seq", pa.int64(), nullable=False),
         pa.field("subject", pa.string(), nullable=False),
         # Microseconds, not nanoseconds: every engine reads timestamp[us]; time_ns below
         # keeps the server's exact value.
@@ -28,9 +30,18 @@ SCHEMA = pa.schema(
         pa.field("data", pa.binary(), nullable=False),
         # Appended last so positional readers of the documented columns are unaffected.
         pa.field("time_ns", pa.int64(), nullable=False),
+        # Which generation the rows belong to: after a stream is recreated, SQL tells
+        # the two apart without parsing file paths. Dictionary-encoded in the file.
+        pa.field("generation", pa.string(), nullable=False),
     ]
 )
-"""The columns of every data file, in file order."""
+"""The columns of every data file written now (schema version 2), in file order."""
+
+SCHEMA_V1 = pa.schema([pa.field("seq", pa.uint64(), nullable=False), *list(SCHEMA)[1:-1]])
+"""Files of schema version 1 (before 2026-11-27): ``seq`` uint64, no ``generation``.
+Every reader reads both."""
+
+DICTIONARY_COLUMNS = ["subject", "generation"]
 
 # Statistics only where readers prune by range; stats on data/raw_headers/headers would
 # copy up to two payload prefixes per row group into the footer for nothing.
@@ -40,8 +51,8 @@ STATS_COLUMNS = ["seq", "subject", "time", "time_ns"]
 # ---------------------------------------------------------------------------- batches
 
 
-def batch_to_table(batch: Batch) -> Any:
-    """A batch as a ``pa.Table`` with SCHEMA.
+def batch_to_table(batch: Batch, generation: str) -> Any:
+    """A batch as a ``pa.Table`` with SCHEMA, its rows of ``generation``.
 
     Columns are built straight from the batch's lists; only rows that have a header
     block cost Python work (parsing it for the ``headers`` map).
@@ -49,13 +60,14 @@ def batch_to_table(batch: Batch) -> Any:
     raw_headers = pa.array(batch.raw_headers, pa.binary())
     times_ns = pa.array(batch.times_ns, pa.int64())
     arrays = {
-        "seq": pa.array(batch.seqs, pa.uint64()),
+        "seq": pa.array(batch.seqs, pa.int64()),
         "subject": pa.array(batch.subjects, pa.string()),
         "time": _micros(times_ns),
         "headers": _headers_map(batch.raw_headers, raw_headers),
         "raw_headers": raw_headers,
         "data": pa.array(batch.data, pa.binary()),
         "time_ns": times_ns,
+        "generation": pa.repeat(pa.scalar(generation, pa.string()), len(batch)),
     }
     for field in SCHEMA:
         if not field.nullable and arrays[field.name].null_count:
@@ -88,14 +100,20 @@ def _headers_map(raws: list[bytes | None], raw_array: Any) -> Any:
 
 
 def check_schema(schema: Any) -> list[str]:
-    """Problems of ``schema`` against SCHEMA; an empty list when compatible.
+    """Problems of ``schema`` against SCHEMA (or, for older files, SCHEMA_V1); an empty
+    list when compatible.
 
     Extra columns are fine (the contract allows adding some). A dictionary-encoded
     column counts as its value type, and a nullable column where SCHEMA forbids nulls
     is only a problem that way round.
     """
+    problems = _against(schema, SCHEMA)
+    return problems if problems and _against(schema, SCHEMA_V1) else []
+
+
+def _against(schema: Any, wanted: Any) -> list[str]:
     problems: list[str] = []
-    for expected in SCHEMA:
+    for expected in wanted:
         index = schema.get_field_index(expected.name)
         if index < 0:
             problems.append(f"missing column {expected.name}")

@@ -20,7 +20,13 @@ import pyarrow.parquet as pq
 from archiver import SCHEMA_VERSION, __version__
 from archiver.format.batch import Batch
 from archiver.format.digest import ContentHash
-from archiver.format.schema import META_PREFIX, SCHEMA, STATS_COLUMNS, batch_to_table
+from archiver.format.schema import (
+    DICTIONARY_COLUMNS,
+    META_PREFIX,
+    SCHEMA,
+    STATS_COLUMNS,
+    batch_to_table,
+)
 from archiver.timefmt import format_ns
 
 _HASH_CHUNK = 1 << 20
@@ -83,7 +89,7 @@ class DataFileWriter:
             SCHEMA,
             compression="zstd",
             compression_level=compression_level,
-            use_dictionary=["subject"],
+            use_dictionary=DICTIONARY_COLUMNS,
             write_statistics=STATS_COLUMNS,
             # A CRC per page lets a reader detect a flipped bit on its own, before
             # comparing content hashes; it costs a few percent of write time.
@@ -155,7 +161,7 @@ class DataFileWriter:
         self._check_open()
         if not len(batch):
             return
-        table = batch_to_table(batch)
+        table = batch_to_table(batch, self._generation)
         self._check_order(batch, table)
         self._hash.update(table)
         size = _binary_size(table.column("data")) + _binary_size(table.column("raw_headers"))

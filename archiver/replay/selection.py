@@ -165,12 +165,12 @@ def _group_may_match(meta: Any, group: int, seq_col: int, time_col: int, sel: Se
 
 def _row_mask(table: pa.Table, sel: Selection) -> Any:
     mask = sel.subjects.mask(table.column("subject"))
-    seq = table.column("seq")
+    seq = table.column("seq").cast(pa.int64())  # uint64 in files of schema version 1
     time_ns = table.column("time_ns")
     if sel.from_seq is not None:
-        mask = pc.and_(mask, pc.greater_equal(seq, pa.scalar(sel.from_seq, pa.uint64())))
+        mask = pc.and_(mask, pc.greater_equal(seq, pa.scalar(sel.from_seq, pa.int64())))
     if sel.to_seq is not None:
-        mask = pc.and_(mask, pc.less_equal(seq, pa.scalar(sel.to_seq, pa.uint64())))
+        mask = pc.and_(mask, pc.less_equal(seq, pa.scalar(sel.to_seq, pa.int64())))
     if sel.since_ns is not None:
         mask = pc.and_(mask, pc.greater_equal(time_ns, sel.since_ns))
     if sel.until_ns is not None:

@@ -529,3 +529,11 @@ def test_an_archive_of_both_schema_versions_verifies_replays_and_lists(
     assert json.loads(dry.stdout)[0]["matched"] == 251
     listed = run_cli("ls", "--store", str(root), "--json")
     assert [r["rows"] for r in json.loads(listed.stdout)] == [100, 100, 100]
+    both = run_cli(
+        "sql",
+        "SELECT count(*) AS n, count(generation) AS g, sum(seq) AS s FROM messages",
+        "--store",
+        str(root),
+        "--json",
+    )
+    assert json.loads(both.stdout) == [{"n": 300, "g": 200, "s": 300 * 301 // 2}]

@@ -34,3 +34,21 @@ def sql(as_json: bool, as_csv: bool, query: str, stream: tuple[str, ...], **para
         click.echo(result.csv(), nl=False)
         return
     finish(result, as_json)
+
+
+@main.command()
+@common_options
+@click.option("--engine", type=click.Choice(["athena", "trino", "spark", "duckdb"]), required=True)
+@click.option("--table", default="nats_archive", show_default=True, help="The table's name.")
+@click.option("--location", help="The archive's URL as the engine reaches it [default: --store].")
+@with_errors
+def ddl(engine: str, table: str, location: str | None, **params: Any) -> None:
+    """Print a table definition of the archive for ENGINE: its real columns, its streams,
+    its location."""
+    from archiver.ddl import make_ddl
+    from archiver.store import open_store
+
+    settings = settings_from(params)
+    store = open_store(settings.store_url, settings.s3)
+    store.check()
+    click.echo(make_ddl(store, engine, table, location), nl=False)

@@ -478,7 +478,12 @@ def test_a_hole_the_archive_cannot_explain_stops_the_replay(
     assert json.loads(allowed.stdout)[0]["unexplained"] == [[101, 200]]
     assert len(stored(nats.url, "RESTORE")) == 200
     # A selection clear of the hole is replayed as before.
-    assert replay(nats, root, "--from-seq", "201", "--dry-run").returncode == 0
+    assert (
+        replay(
+            nats, root, "--from-seq", "201", "--subject-prefix", "restore", "--dry-run"
+        ).returncode
+        == 0
+    )
 
 
 def test_a_replay_stopped_by_sigint_says_how_far_it_got_and_how_to_go_on(
@@ -502,3 +507,33 @@ def test_a_replay_stopped_by_sigint_says_how_far_it_got_and_how_to_go_on(
     resumed = run_cli(*cmd[3:], "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert len(stored(nats.url, "RESTORE")) == total
+
+
+def test_a_dry_run_shows_its_plan_and_what_would_stop_the_replay(
+    archived: tuple[NatsServer, str, list[StoredMessage]],
+) -> None:
+    """The README's own example on a server without a stream for restore.>: the plan,
+    then every problem, exit 2; the hint no longer names the flag already given."""
+    nats, root, _ = archived
+    result = run_cli(
+        "replay",
+        "--nats-url",
+        nats.url,
+        "--store",
+        root,
+        "--stream",
+        "AUTH",
+        "--subject-prefix",
+        "elsewhere",
+        "--dry-run",
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "300 matched, would publish 300" in result.stdout
+    (stop,) = [line for line in result.stdout.splitlines() if "would stop:" in line]
+    assert "no stream on the target captures subject elsewhere.auth.user" in stop
+    assert "--subject-prefix" not in stop
+    live = run_cli(
+        "replay", "--nats-url", nats.url, "--store", root, "--stream", "AUTH", "--dry-run", "--json"
+    )
+    assert live.returncode == 2
+    assert any("live stream AUTH" in p for p in json.loads(live.stdout)[0]["problems"])

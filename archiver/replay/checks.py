@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from archiver.config import Settings
-from archiver.errors import SourceError, UnsafeActionRefused
+from archiver.errors import ArchiverError, SourceError, UnsafeActionRefused
 from archiver.nats.api import StreamInfo, list_streams
 from archiver.nats.conn import NatsOptions, RawClient, connect
 from archiver.replay.plan import Plan
@@ -19,22 +19,40 @@ log = logging.getLogger(__name__)
 
 
 async def check_target(
-    nc: RawClient, plan: Plan, exact_largest: Callable[[], int]
+    nc: RawClient,
+    plan: Plan,
+    exact_largest: Callable[[], int],
+    mapped: bool,
+    problems: list[str] | None = None,
 ) -> list[StreamInfo]:
     """Every mapped subject is captured by a stream that accepts the largest message
-    (the plan's bound from file footers, or ``exact_largest()`` where that is over)."""
+    (the plan's bound from file footers, or ``exact_largest()`` where that is over).
+
+    With ``problems`` (a dry run), each problem is added there instead of raised, so the
+    plan is shown with everything that would stop the real replay.
+    """
     streams = await list_streams(nc)
     used: dict[str, StreamInfo] = {}
+    uncaptured = []
     for subject in plan.by_subject:
         owner = next(
             (s for s in streams if captured_by(subject, s.config.get("subjects") or [])), None
         )
         if owner is None:
-            raise SourceError(
-                f"no stream on the target captures subject {subject}",
-                hint="create one, or map with --subject-prefix/--subject-map; nothing was sent",
-            )
-        used[owner.name] = owner
+            uncaptured.append(subject)
+        else:
+            used[owner.name] = owner
+    if uncaptured:
+        shown = ", ".join(uncaptured[:3]) + (" ..." if len(uncaptured) > 3 else "")
+        _problem(
+            problems,
+            SourceError(
+                f"no stream on the target captures subject {shown}",
+                hint="create a stream on the target that captures them"
+                + ("" if mapped else ", or map them with --subject-prefix/--subject-map")
+                + "; nothing was sent",
+            ),
+        )
     max_payload = int(nc.max_payload)
     for info in used.values():
         limit = max_payload
@@ -44,12 +62,21 @@ async def check_target(
         if plan.largest_bound > limit:
             plan.largest_bound = await asyncio.to_thread(exact_largest)
         if plan.largest_bound > limit:
-            raise SourceError(
-                f"a message of up to {plan.largest_bound} bytes (headers included) is larger "
-                f"than stream {info.name} on the target accepts ({limit} bytes)",
-                hint="raise max_payload / max_msg_size on the target; nothing was sent",
+            _problem(
+                problems,
+                SourceError(
+                    f"a message of up to {plan.largest_bound} bytes (headers included) is "
+                    f"larger than stream {info.name} on the target accepts ({limit} bytes)",
+                    hint="raise max_payload / max_msg_size on the target; nothing was sent",
+                ),
             )
     return list(used.values())
+
+
+def _problem(problems: list[str] | None, error: ArchiverError) -> None:
+    if problems is None:
+        raise error
+    problems.append(error.line())
 
 
 async def _same_server(source: NatsOptions, target: RawClient, target_opts: NatsOptions) -> bool:
@@ -73,8 +100,9 @@ async def check_safety(
     plan: Plan,
     streams: list[StreamInfo],
 ) -> None:
-    """Replaying into the live source stream on the same server needs --yes."""
-    if opts.yes or opts.dry_run:
+    """Replaying into the live source stream on the same server needs --yes (a dry run
+    without it is told, as a problem it would meet)."""
+    if opts.yes:
         return
     live = opts.selection.stream
     named = [s for s in streams if s.name == live]

@@ -65,6 +65,8 @@ class ReplaySummary:
     dry_run: bool = False
     by_subject: dict[str, int] = field(default_factory=dict)
     sample_subjects: list[list[str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """A dry run's findings that would stop the real replay (then exit 2)."""
     unexplained: list[list[int]] = field(default_factory=list)
     """Seq ranges the archive cannot account for, replayed around (``--allow-gaps``)."""
 
@@ -83,9 +85,11 @@ class ReplaySummary:
         if self.dry_run:
             lines += [f"  {count:>10}  {subject}" for subject, count in self.by_subject.items()]
             lines += [f"  e.g. {original} -> {mapped}" for original, mapped in self.sample_subjects]
+            lines += [f"  would stop: {problem}" for problem in self.problems]
         return "\n".join(lines)
 
     @property
     def exit_code(self) -> int:
-        """A replay that returns has published (or planned) everything it matched."""
-        return 0
+        """A replay that returns has published (or planned) everything it matched; a dry
+        run that found what would stop the real one is a usage error."""
+        return 2 if self.problems else 0

@@ -13,7 +13,7 @@ import logging
 import time
 
 from archiver.config import Settings
-from archiver.errors import DataAtRisk, Interrupted
+from archiver.errors import DataAtRisk, Interrupted, UnsafeActionRefused
 from archiver.nats.conn import connect, redact_url
 from archiver.replay.checkpoint import (
     CHECKPOINT_EVERY_MESSAGES,
@@ -65,10 +65,20 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
     started = time.monotonic()
     nc = await connect(target_opts)
     try:
-        streams = await check_target(nc, plan, lambda: exact_largest(store, opts, plan))
+        problems: list[str] | None = [] if opts.dry_run else None
+        mapped = not opts.mapper.is_identity
+        streams = await check_target(
+            nc, plan, lambda: exact_largest(store, opts, plan), mapped, problems
+        )
         summary.target_streams = [s.name for s in streams]
-        await check_safety(settings, opts, nc, target_opts, plan, streams)
+        try:
+            await check_safety(settings, opts, nc, target_opts, plan, streams)
+        except UnsafeActionRefused as exc:
+            if problems is None:
+                raise
+            problems.append(exc.line())
         if opts.dry_run:
+            summary.problems = problems or []
             return summary
         summary.skipped = 0
         checkpoint = Checkpoint(nc, replay_id(opts, plan.generation, streams), opts.checkpoint)

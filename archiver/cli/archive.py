@@ -118,11 +118,13 @@ def ls_command(as_json: bool, streams: tuple[str, ...], **params: Any) -> None:
     help="Where ./archive and the demo's server files go.",
 )
 @click.option("--messages", default=2000, show_default=True, help="Messages per stream.")
+@click.option("--keep", is_flag=True, help="Leave the server and archive running afterwards.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @with_errors
-def demo(workdir: Path, messages: int, verbose: int) -> None:
-    """Start a throwaway nats-server, fill five streams, archive, show status."""
+def demo(workdir: Path, messages: int, keep: bool, verbose: int) -> None:
+    """Start a throwaway nats-server, fill five streams, then run the archiver's commands
+    against it, each shown as typed and explained."""
     from archiver.demo import run_demo
 
     setup_logging(verbose)
-    sys.exit(asyncio.run(run_demo(workdir, messages, click.echo)))
+    sys.exit(asyncio.run(run_demo(workdir, messages, click.echo, keep)))

@@ -49,6 +49,10 @@ MARKER_STREAM_PREFIXES = ("KV_", "OBJ_")
 """Streams behind KV buckets and object stores, where a delete marker is data."""
 
 
+SUBJECTS_SHOWN = 10
+"""Subjects a dry run lists in text (the JSON has them all)."""
+
+
 @dataclass
 class ReplaySummary:
     stream: str
@@ -83,7 +87,10 @@ class ReplaySummary:
             f"{self.bytes:,} payload bytes, {self.seconds:.1f}s"
         ]
         if self.dry_run:
-            lines += [f"  {count:>10}  {subject}" for subject, count in self.by_subject.items()]
+            shown = list(self.by_subject.items())[:SUBJECTS_SHOWN]
+            lines += [f"  {count:>10}  {subject}" for subject, count in shown]
+            if len(self.by_subject) > SUBJECTS_SHOWN:
+                lines.append(f"  ... and {len(self.by_subject) - SUBJECTS_SHOWN} more subjects")
             lines += [f"  e.g. {original} -> {mapped}" for original, mapped in self.sample_subjects]
             lines += [f"  would stop: {problem}" for problem in self.problems]
         return "\n".join(lines)

@@ -445,3 +445,44 @@ def test_a_changed_creation_time_continues_the_generation(nats: NatsServer, tmp_
         5,
     )
     assert sorted(read_archive(store, tmp_path).column("seq").to_pylist()) == list(range(1, 46))
+
+
+def test_a_run_records_the_streams_config_and_its_consumers_positions(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """What restore rebuilds from: written when something changed, not on every run;
+    the archiver's own reader is not one of the stream's consumers."""
+    from archiver.archive.state import newest_state
+    from archiver.format import layout
+    from archiver.store import open_store
+
+    root = tmp_path / "archive"
+    cfg = settings(nats.url, str(root))
+
+    async def worker(acks: int) -> None:
+        async with nats_client(nats.url) as nc:
+            js = nc.jetstream()
+            sub = await js.pull_subscribe("auth.>", durable="billing")
+            for m in await sub.fetch(acks, timeout=5):
+                await m.ack_sync()
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_msgs=1000))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
+    asyncio.run(worker(4))
+    first = asyncio.run(run(cfg))[0]
+    assert first.state_record is not None
+    store = open_store(str(root))
+    state = newest_state(store, "AUTH", first.generation)
+    assert state is not None and state["config"]["max_msgs"] == 1000
+    (billing,) = state["consumers"]
+    assert billing["name"] == "billing" and billing["ack_floor_stream_seq"] == 4
+    assert billing["config"]["durable_name"] == "billing"
+    assert asyncio.run(run(cfg))[0].state_record is None, "nothing changed: nothing written"
+    asyncio.run(worker(2))
+    moved = asyncio.run(run(cfg))[0]
+    assert moved.state_record is not None
+    assert (
+        newest_state(store, "AUTH", first.generation)["consumers"][0]["ack_floor_stream_seq"] == 6
+    )  # type: ignore[index]
+    records = list(store.list(layout.state_prefix("AUTH", first.generation)))
+    assert len(records) == 2

@@ -78,7 +78,7 @@ def test_flags_encrypt_and_class_every_object(
     heads = _heads(s3_env, prefix)
     # The no-clobber probe too: a bucket policy that denies unencrypted writes would
     # refuse it, and with it every run.
-    assert _kinds(heads) == {"data", "_gaps", "_runs", "_commits", "_probe"}
+    assert _kinds(heads) == {"data", "_gaps", "_runs", "_commits", "_probe", "_state"}
     assert all(h == {"class": "STANDARD_IA", "sse": "AES256"} for h in heads.values()), heads
     # Encrypted objects read back as before: verify reads every byte.
     verify = run_cli("verify", "--store", f"s3://{s3_env.bucket}/{prefix}", env=s3_env.env())

@@ -23,6 +23,7 @@ from archiver.archive.heal import heal
 from archiver.archive.holes import HoleFinder, fresh_info
 from archiver.archive.lease import Lease, Leases
 from archiver.archive.select import is_selected, select_streams
+from archiver.archive.state import record_state
 from archiver.archive.threads import in_thread
 from archiver.config import Settings
 from archiver.errors import (
@@ -36,7 +37,7 @@ from archiver.format import layout
 from archiver.format.batch import Batch
 from archiver.format.fence import Fence
 from archiver.format.gaps import Gap, GapKind
-from archiver.nats.api import StreamInfo, list_all_streams
+from archiver.nats.api import StreamInfo, list_all_streams, list_consumers
 from archiver.nats.conn import RawClient, connect
 from archiver.nats.reader import reader_for
 from archiver.render import Rows
@@ -64,6 +65,9 @@ class StreamResult:
     """Committed data files found gone from the store and archived again."""
     generation: str = ""
     skipped: str | None = None
+    state_record: str | None = None
+    """The state record this run wrote (stream and consumer configurations and
+    positions), or None when nothing changed since the last one."""
     leased_by: str | None = None
     """Who holds the lease of a stream skipped as leased, and until when."""
     error: str | None = None
@@ -86,7 +90,7 @@ class StreamResult:
         return {
             k: v
             for k, v in self.as_json().items()
-            if k not in ("error", "skipped", "leased_by", "generation")
+            if k not in ("error", "skipped", "leased_by", "generation", "state_record")
         }
 
 
@@ -158,6 +162,15 @@ async def archive_stream(
             except Exception as exc:
                 # Keep what was committed before the failure in the summary.
                 result.error, result.error_exit = stream_failure(exc, name, log)
+        if result.error is None:  # else the next run that gets through records it
+            try:
+                consumers = await list_consumers(nc, name)
+                result.state_record = await asyncio.to_thread(
+                    record_state, store, info, gen.name, consumers
+                )
+            except Exception as exc:
+                error, code = stream_failure(exc, name, log)
+                result.error, result.error_exit = f"recording its state: {error}", code
     finally:
         await lease.release()
     result.seconds = round(time.monotonic() - started, 3)

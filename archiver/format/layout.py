@@ -7,6 +7,7 @@
     stream=<NAME>/_commits/g<GEN>-<first_seq>.json
     stream=<NAME>/_commits/g<GEN>-base.json
     stream=<NAME>/_acks/g<GEN>-<up_to_seq>.json
+    stream=<NAME>/_state/g<GEN>-<seen_at>.json.zst
 
 A gap record ``-inside`` holds the losses inside the data file of the same generation
 and range. A commit marker says which object holds the sequences from ``first_seq``
@@ -247,3 +248,13 @@ def parse_ack_key(key: str) -> tuple[str, str, int] | None:
     """``(stream, generation, up_to_seq)`` of an acknowledgment's key."""
     m = _ACK_RE.match(key)
     return (unescape_name(m["stream"]), m["gen"], int(m["seq"])) if m else None
+
+
+def state_prefix(stream: str, generation: str) -> str:
+    return f"{stream_prefix(stream)}_state/g{generation}-"
+
+
+def state_key(stream: str, generation: str, seen_ns: int) -> str:
+    """A state record: the stream's configuration and its consumers' configurations
+    and positions as a run saw them at ``seen_ns`` (same form as a generation id)."""
+    return f"{state_prefix(stream, generation)}{generation_of(seen_ns)}.json.zst"

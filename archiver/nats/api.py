@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,24 @@ async def stream_info(nc: Client, name: str) -> StreamInfo:
         if exc.err_code == STREAM_NOT_FOUND:
             raise UsageError(f"stream {name} does not exist on the server") from exc
         raise
+
+
+_OUR_CONSUMER = re.compile(r"^archiver-[0-9a-f]{16}$")
+"""The archiver's own ephemeral reader (``ConsumerReader``): not the stream's."""
+
+
+async def list_consumers(nc: Client, stream: str) -> list[dict[str, Any]]:
+    """Every consumer of the stream as the server describes it (config, positions),
+    page by page, without the archiver's own readers. Read-only."""
+    found: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = await js_api(nc, f"$JS.API.CONSUMER.LIST.{stream}", {"offset": offset})
+        consumers = page.get("consumers") or []
+        found += [c for c in consumers if not _OUR_CONSUMER.match(str(c.get("name", "")))]
+        offset += len(consumers)
+        if not consumers or offset >= int(page.get("total", 0)):
+            return found
 
 
 @dataclass(frozen=True, slots=True)

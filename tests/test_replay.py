@@ -537,3 +537,25 @@ def test_a_dry_run_shows_its_plan_and_what_would_stop_the_replay(
     )
     assert live.returncode == 2
     assert any("live stream AUTH" in p for p in json.loads(live.stdout)[0]["problems"])
+
+
+def test_a_lost_first_file_or_one_at_a_windows_edge_stops_the_replay(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """The committed links a marker names count, present or not: a replay of the whole
+    archive, or of a time window, notices a lost file at either end."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "RESTORE": "restore.>"}))
+    asyncio.run(publish(nats.url, "AUTH", [f"auth.e{i % 4}" for i in range(300)]))
+    root = str(tmp_path / "archive")
+    asyncio.run(run(settings(nats.url, root, limits=FileLimits(1000, max_rows=100))))
+    store = open_store(root)
+    first, _, last = sorted(data_keys(store))
+    store.delete(first)
+    whole = replay(nats, root, "--subject-prefix", "restore")
+    assert whole.returncode == 3 and "cannot account for seqs 1-100" in whole.stderr
+    store.delete(last)
+    window = replay(nats, root, "--subject-prefix", "restore", "--since", "1h")
+    assert window.returncode == 3 and "1-100" in window.stderr and "201-300" in window.stderr
+    dry = replay(nats, root, "--subject-prefix", "restore", "--since", "1h", "--dry-run")
+    assert dry.returncode == 2 and "cannot account for seqs 1-100" in dry.stdout
+    assert stored(nats.url, "RESTORE") == []

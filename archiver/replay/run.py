@@ -51,7 +51,7 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
     )
     summary.bytes = plan.payload_bytes or 0
     holes = await asyncio.to_thread(unexplained_holes, store, sel, plan.generation, plan.files)
-    if holes and not opts.allow_gaps:
+    if holes and not opts.allow_gaps and not opts.dry_run:
         shown = ", ".join(f"{a}-{b}" for a, b in holes[:5]) + (" ..." if len(holes) > 5 else "")
         raise DataAtRisk(
             f"the archive of {sel.stream} cannot account for seqs {shown} in this selection "
@@ -78,6 +78,13 @@ async def replay(settings: Settings, opts: ReplayOptions) -> ReplaySummary:
                 raise
             problems.append(exc.line())
         if opts.dry_run:
+            if holes and not opts.allow_gaps:
+                assert problems is not None  # a list in a dry run
+                shown = ", ".join(f"{a}-{b}" for a, b in holes[:5])
+                problems.append(
+                    f"the archive cannot account for seqs {shown}; --allow-gaps replays "
+                    "around them"
+                )
             summary.problems = problems or []
             return summary
         summary.skipped = 0

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archiver.errors import DataFileCorrupt, UsageError
-from archiver.format import catalog
+from archiver.format import catalog, layout
 from archiver.format.catalog import DataFile
 from archiver.format.reader import open_file
 from archiver.replay.subjects import SubjectFilter
@@ -115,23 +115,34 @@ def unexplained_holes(
     """Seqs in the selection's span that no committed file or gap record accounts for:
     a data file lost or deleted. Replaying around them would look complete and is not.
 
-    The span is the selection's seq bounds, else what its files cover (a time window),
-    else the archive's extent, from its first object (a head the store's lifecycle rule
-    removed is no hole) to where the archive ends.
+    The span is the selection's seq bounds, else the seqs of the committed links on the
+    window's days (a time window: a lost file's key still says its day), else the
+    archive's extent from its first committed link (a head the store's lifecycle rule
+    removed, markers and all, is no hole) to where the archive ends.
     """
     gen = catalog.generation(store, sel.stream, generation)
-    spans = sorted(
-        [(f.name.first_seq, f.name.last_seq) for f in gen.files]
-        + [(r.first_seq, r.last_seq) for r in gen.records if not r.inside]
-    )
-    if not spans:
+    present = [(f.name.first_seq, f.name.last_seq) for f in gen.files]
+    present += [(r.first_seq, r.last_seq) for r in gen.records if not r.inside]
+    lost = [(m.first_seq, m.last_seq) for m in gen.missing]
+    if not present and not lost:
         return []
-    windowed = sel.since_ns is not None or sel.until_ns is not None
-    lo = sel.from_seq or (files[0].name.first_seq if windowed and files else spans[0][0])
-    end = max(gen.end, gen.finished)
-    hi = min(sel.to_seq or end, files[-1].name.last_seq if windowed and files else end)
+    lo, hi = min(a for a, _ in present + lost), max(gen.end, gen.finished)
+    if sel.since_ns is not None or sel.until_ns is not None:
+        names = [f.name for f in files]
+        names += [n for n in map(layout.parse_data_key, (m.key for m in gen.missing)) if n]
+        on_days = [
+            (n.first_seq, n.last_seq)
+            for n in names
+            if (sel.since_ns is None or n.day >= _day(sel.since_ns))
+            and (sel.until_ns is None or n.day <= _day(sel.until_ns))
+        ]
+        if not on_days:
+            return []
+        lo, hi = min(a for a, _ in on_days), max(b for _, b in on_days)
+    lo = max(lo, sel.from_seq or lo)
+    hi = min(hi, sel.to_seq or hi)
     holes, expected = [], lo
-    for first, last in spans:
+    for first, last in sorted(present):
         if first > expected and expected <= hi:
             holes.append((expected, min(first - 1, hi)))
         expected = max(expected, last + 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from archiver.errors import UsageError
+from archiver.errors import StoreError, UsageError
 from archiver.format import catalog, layout
 from archiver.store.base import Store
 
@@ -20,7 +20,7 @@ from archiver.store.base import Store
 COLUMNS = [
     ("seq", "BIGINT", "BIGINT"),
     ("subject", "STRING", "VARCHAR"),
-    ("time", "TIMESTAMP", "TIMESTAMP(6)"),
+    ("time", "TIMESTAMP", "TIMESTAMP(3)"),
     ("headers", "MAP<STRING, ARRAY<STRING>>", "MAP(VARCHAR, ARRAY(VARCHAR))"),
     ("raw_headers", "BINARY", "VARBINARY"),
     ("data", "BINARY", "VARBINARY"),
@@ -28,6 +28,10 @@ COLUMNS = [
     ("generation", "STRING", "VARCHAR"),
 ]
 ENGINES = ("athena", "trino", "spark", "duckdb")
+UNCOMMITTED_NOTE = (
+    "-- Reads every data file under the location: delete the files `archiver verify` lists\n"
+    "-- as uncommitted first (archiver sql and every archiver command ignore them).\n"
+)
 
 
 def make_ddl(store: Store, engine: str, table: str, location: str | None) -> str:
@@ -41,15 +45,18 @@ def make_ddl(store: Store, engine: str, table: str, location: str | None) -> str
         raise UsageError(f"--location {location!r} is not a URL", hint="e.g. s3://my-bucket/nats")
     streams = catalog.streams_in_archive(store)
     if not streams:
-        raise UsageError(f"no archive at {store.describe()}", hint="check --store")
+        raise StoreError(f"no archive at {store.describe()}", hint="check --store")
     where = (location or store.describe()).rstrip("/") + "/"
+    # Engines reading the files directly see every object named like a data file, also
+    # those no commit marker names (a run that lost the fence or died before its marker
+    # leaves them): the output says so, at its top.
     builders: dict[str, Callable[[str, str, list[str]], str]] = {
         "athena": _athena,
         "trino": _trino,
         "spark": _spark,
         "duckdb": _duckdb,
     }
-    return builders[engine](table, where, streams)
+    return UNCOMMITTED_NOTE + builders[engine](table, where, streams)
 
 
 def _hive_columns() -> str:
@@ -81,7 +88,8 @@ TBLPROPERTIES (
 
 def _trino(table: str, where: str, streams: list[str]) -> str:
     columns = ",\n".join(f'  "{name}" {trino}' for name, _, trino in COLUMNS)
-    return f"""-- Trino, Hive connector (catalog hive). Partition columns come last.
+    return f"""-- Trino, Hive connector (catalog hive). Partition columns come last. TIMESTAMP(3) is
+-- the connector's default precision (hive.timestamp-precision); time_ns keeps nanoseconds.
 CREATE TABLE hive.default.{table} (
 {columns},
   "stream" VARCHAR,

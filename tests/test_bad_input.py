@@ -410,3 +410,14 @@ def test_even_a_bug_ends_in_a_json_line_when_the_logs_are_json(
     assert "Traceback" in lines[-1]["traceback"]
     text = run_cli("ls", "--store", str(tmp_path / "archive"))
     assert text.returncode == 1 and "ZeroDivisionError" in text.stderr  # the traceback, as is
+
+
+def test_no_command_shows_the_help_and_an_explicit_log_format_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bare = run_cli()
+    assert bare.returncode == 2 and bare.stdout.startswith("Usage: ")
+    assert "error" not in bare.stderr
+    monkeypatch.setenv("ARCHIVER_LOG_FORMAT", "json")
+    text = run_cli("run", "--log-format", "text", "--no-such-flag")
+    assert text.stderr.startswith("archiver: error: No such option")

@@ -171,7 +171,7 @@ def test_restored_messages_are_matched_by_archived_seq_not_position() -> None:
             None, msg_id=message_id("AUTH", gen, seq), stream="AUTH", seq=seq, time_ns=seq * 10
         )
         matcher.pending[seq] = (f"drill.t.auth.{seq}", block, b"x%d" % seq)
-        matcher.highest = max(matcher.highest, seq)
+        matcher.arrived += 1
         matcher.settle(final=False)
     matcher.settle(final=True)
     assert (matcher.out.matched, matcher.out.differences) == (5, 0), matcher.out.examples
@@ -228,3 +228,26 @@ def test_the_chart_reads_only_the_footers_it_draws(
     svg = coverage.coverage_svg(store, ["AUTH"])
     assert "<rect" in svg
     assert 7 <= len(reads) <= 10, len(reads)
+
+
+def test_a_resend_in_a_sparse_stream_is_no_difference_either() -> None:
+    """Seqs 1, 5001, 10001, ...: a resent message lands thousands of seqs late, a few
+    messages late."""
+    from archiver.proof.restored import _Matcher
+    from archiver.replay.headers import message_id, replay_headers
+    from archiver.replay.selection import Selection
+
+    gen = "20260101T000000000000Z"
+    seqs = [1 + 5000 * i for i in range(6)]
+    rows = [(seq, "kv.a", seq, None, b"v") for seq in seqs]
+    matcher = _Matcher(iter(rows), Selection("KV_X"), gen, "drill.t")
+    matcher.start(keep_markers=True)
+    for seq in [seqs[0], *seqs[2:], seqs[1]]:  # the second was resent last
+        block = replay_headers(
+            None, msg_id=message_id("KV_X", gen, seq), stream="KV_X", seq=seq, time_ns=seq
+        )
+        matcher.pending[seq] = ("drill.t.kv.a", block, b"v")
+        matcher.arrived += 1
+        matcher.settle(final=False)
+    matcher.settle(final=True)
+    assert (matcher.out.matched, matcher.out.differences) == (6, 0), matcher.out.examples

@@ -20,7 +20,7 @@ import zstandard
 from archiver.archive.generation import effective_generation
 from archiver.config import Settings
 from archiver.errors import AlreadyExists, DataAtRisk, UsageError
-from archiver.format import layout
+from archiver.format import catalog, layout
 from archiver.format.catalog import Generation
 from archiver.format.gaps import Gap, GapKind, covered_count, decode_record
 from archiver.nats.api import stream_info
@@ -95,7 +95,8 @@ async def acknowledge(
         raise UsageError("say why with --reason: it is kept in the archive with the loss")
     settings.nats.check()
     store = open_store(settings.store_url, settings.s3)
-    await asyncio.to_thread(store.check, True)
+    await asyncio.to_thread(store.check)
+    await asyncio.to_thread(catalog.choose_streams, store, (stream,))  # a wrong --store
     nc = await connect(settings.nats)
     try:
         info = await stream_info(nc, stream)

@@ -45,6 +45,9 @@ class _Group(click.Group):
             return super().main(argv, prog_name, complete_var, False, **extra)
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else "see archiver -h")
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             message = exc.format_message().rstrip(".")
             error = UsageError(message, hint="see archiver -h")
@@ -68,10 +71,11 @@ class _Group(click.Group):
 
 
 def _json_logs_asked(argv: list[str]) -> bool:
-    if "--log-format=json" in argv:
-        return True
-    if any(a == "--log-format" and b == "json" for a, b in itertools.pairwise(argv)):
-        return True
+    """The log format asked for when parsing failed: the last flag, else the variable."""
+    given = [b for a, b in itertools.pairwise(argv) if a == "--log-format"]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--log-format=")]
+    if given:
+        return given[-1] == "json"
     return os.environ.get("ARCHIVER_LOG_FORMAT") == "json"
 
 

@@ -3,8 +3,10 @@
 Replay sends in sequence order, but a resend (an ack timeout, a 429, a 503) can land a
 message later than its neighbours. Each restored message names its archived seq in its
 ``Nats-Msg-Id``, so messages are matched by it, not by position: one resend is not
-thousands of differences. A message still missing once the restored stream is a whole
-publish window past it was not restored. Memory holds at most that window.
+thousands of differences. A message still missing once a whole publish window of
+messages has arrived after it was due was not restored (counted in messages, not seqs:
+a sparse stream's seqs say nothing of how far a resend can land). Memory holds at most
+that window.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class _Matcher:
         self.rows = rows
         self.sel, self.generation, self.prefix = sel, generation, prefix
         self.pending: dict[int, tuple[str, bytes | None, bytes]] = {}
-        self.highest = 0
+        self.arrived = 0
+        """Restored messages taken in so far."""
+        self._waiting_since: int | None = None
         self.keep_markers = True
         self.next: tuple[Any, ...] | None = None
         self.out = Comparison()
@@ -82,12 +86,16 @@ class _Matcher:
         while self.next is not None:
             seq = self.next[0]
             if seq not in self.pending:
-                if not final and seq > self.highest - REORDER_WINDOW:
-                    return  # it may still come
+                if not final:
+                    if self._waiting_since is None:
+                        self._waiting_since = self.arrived
+                    if self.arrived - self._waiting_since < REORDER_WINDOW:
+                        return  # it may still come
                 self.out.differ(f"archived seq {seq} was not restored")
             else:
                 self._check(self.next, self.pending.pop(seq))
             self.next = self._advance()
+            self._waiting_since = None
         if final:
             for seq in sorted(self.pending)[:MAX_LISTED]:
                 self.out.differ(f"restored archived seq {seq} is not in the selection")
@@ -146,7 +154,7 @@ async def compare_restored(
                     matcher.out.differ(f"archived seq {seq} was restored twice")
                 else:
                     matcher.pending[seq] = (batch.subjects[i], batch.raw_headers[i], batch.data[i])
-                    matcher.highest = max(matcher.highest, seq)
+                    matcher.arrived += 1
             await asyncio.to_thread(matcher.settle, False)
     await asyncio.to_thread(matcher.settle, True)
     return matcher.out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from helpers import (
     nats_client,
     publish,
     read_archive,
+    run_cli,
     settings,
     stored_messages,
     stream_messages,
@@ -486,3 +488,10 @@ def test_a_run_records_the_streams_config_and_its_consumers_positions(
     )  # type: ignore[index]
     records = list(store.list(layout.state_prefix("AUTH", first.generation)))
     assert len(records) == 2
+    listed = run_cli("ls", "--state", "--store", str(root), "AUTH", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["consumers"][0]["ack_floor_stream_seq"] for r in rows] == [4, 6]
+    assert rows[0]["config"]["max_msgs"] == 1000
+    text = run_cli("ls", "--state", "--store", str(root))
+    assert "billing (acked 6, delivered 6)" in text.stdout

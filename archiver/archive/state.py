@@ -15,7 +15,7 @@ from typing import Any
 
 import zstandard
 
-from archiver.errors import AlreadyExists
+from archiver.errors import AlreadyExists, DataAtRisk
 from archiver.format import layout
 from archiver.nats.api import StreamInfo
 from archiver.store.base import Store
@@ -42,14 +42,21 @@ def state_of(info: StreamInfo, consumers: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
+def read_state(store: Store, key: str) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = json.loads(
+            zstandard.ZstdDecompressor().decompress(store.get_bytes(key))
+        )
+    except (ValueError, zstandard.ZstdError) as exc:
+        raise DataAtRisk(
+            f"state record {key} is damaged: {exc}", hint="run archiver verify"
+        ) from exc
+    return body
+
+
 def newest_state(store: Store, stream: str, generation: str) -> dict[str, Any] | None:
     keys = [o.key for o in store.list(layout.state_prefix(stream, generation))]
-    if not keys:
-        return None
-    body: dict[str, Any] = json.loads(
-        zstandard.ZstdDecompressor().decompress(store.get_bytes(max(keys)))
-    )
-    return body
+    return read_state(store, max(keys)) if keys else None
 
 
 def record_state(

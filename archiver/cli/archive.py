@@ -97,15 +97,22 @@ def acknowledge(as_json: bool, stream: str, reason: str, by: str | None, **param
 @json_option
 @click.argument("streams", nargs=-1)
 @streams_option
+@click.option(
+    "--state",
+    "states",
+    is_flag=True,
+    help="List the state records instead: each stream's config and consumers as runs saw them.",
+)
 @with_errors
-def ls_command(as_json: bool, streams: tuple[str, ...], **params: Any) -> None:
+def ls_command(as_json: bool, streams: tuple[str, ...], states: bool, **params: Any) -> None:
     """List the archive's files (of STREAMS, default all)."""
-    from archiver.archive.listing import list_files
+    from archiver.archive.listing import list_files, list_states
 
     # Named here or with --stream; the policy's stream list is what to archive, not a
     # limit on what the archive shows.
     named = streams + params["stream"]
-    finish(list_files(settings_from(params), named), as_json)
+    settings = settings_from(params)
+    finish(list_states(settings, named) if states else list_files(settings, named), as_json)
 
 
 @main.command()

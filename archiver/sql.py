@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from archiver.config import Settings
-from archiver.errors import UsageError
+from archiver.errors import StoreError, UsageError
 from archiver.format import catalog
 from archiver.format.dataset import archive_dataset
 from archiver.render import EXIT_OK, table
@@ -50,21 +50,21 @@ def run_sql(settings: Settings, query: str, streams: tuple[str, ...]) -> QueryRe
     """Run ``query`` against the view ``messages`` (of ``streams``, default all)."""
     store = open_store(settings.store_url, settings.s3)
     store.check()
-    dataset = archive_dataset(store, catalog.choose_streams(store, streams))
+    failures: list[StoreError] = []
+    dataset = archive_dataset(store, catalog.choose_streams(store, streams), failures)
     con = duckdb.connect()
     try:
         con.register("messages", dataset)
         try:
             relation = con.sql(query)
+            if relation is None:
+                return QueryResult([], [])
+            return QueryResult(list(relation.columns), relation.fetchall())
         except duckdb.Error as exc:
+            if failures:  # the store failed under DuckDB: that is the error to report
+                raise failures[0] from exc
             raise UsageError(
                 f"SQL: {str(exc).splitlines()[0]}", hint="the view is messages"
             ) from exc
-        if relation is None:
-            return QueryResult([], [])
-        try:
-            return QueryResult(list(relation.columns), relation.fetchall())
-        except duckdb.Error as exc:
-            raise UsageError(f"SQL: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from helpers import publish, run_cli, settings
 from natsserver import NatsServer
 from test_archive import add_streams
@@ -44,3 +45,23 @@ def test_sql_over_a_local_directory_and_s3(
     assert narrowed.stdout.splitlines() == ["stream,g,last", "AUTH,1,40"]
     bad = run_cli("sql", "SELEC 1", "--store", url)
     assert bad.returncode == 2 and "SQL: Parser Error" in bad.stderr
+
+
+def test_a_store_failing_under_the_query_is_a_store_error_exit_1(
+    nats: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archiver.errors import StoreError
+    from archiver.store.local import LocalStore
+
+    root = str(tmp_path / "archive")
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 5))
+    asyncio.run(run(settings(nats.url, root)))
+
+    def broken(self: LocalStore, key: str, start: int, length: int) -> bytes:
+        raise StoreError(f"cannot read {key}: connection reset by peer")
+
+    monkeypatch.setattr(LocalStore, "get_range", broken)
+    result = run_cli("sql", "SELECT count(*) FROM messages", "--store", root)
+    assert result.returncode == 1, result.stderr
+    assert "connection reset by peer" in result.stderr and "SQL:" not in result.stderr

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from archiver.errors import StoreError
 from archiver.format import catalog
 from archiver.format.schema import SCHEMA
 from archiver.store.base import Store
@@ -26,17 +27,36 @@ DATASET_SCHEMA = pa.unify_schemas([SCHEMA, PARTITIONS])
 with ``seq`` cast to int64 and ``generation`` null."""
 
 
-def archive_dataset(store: Store, streams: list[str]) -> Any:
-    """The committed data files of ``streams`` as one ``pyarrow.dataset.Dataset``."""
+def archive_dataset(store: Store, streams: list[str], failures: list[StoreError]) -> Any:
+    """The committed data files of ``streams`` as one ``pyarrow.dataset.Dataset``.
+
+    A store error met while an engine reads lands in ``failures``: the engine reports
+    it as its own error, and the caller should report ours instead.
+    """
     sizes = {f.key: f.size for s in streams for f in catalog.data_files(store, s)}
     return ds.dataset(
         sorted(sizes),
         schema=DATASET_SCHEMA,
         format="parquet",
-        filesystem=pafs.PyFileSystem(_StoreFiles(store, sizes)),
+        filesystem=pafs.PyFileSystem(_StoreFiles(_Noting(store, failures), sizes)),
         partitioning=ds.partitioning(PARTITIONS, flavor="hive"),
         partition_base_dir="",
     )
+
+
+class _Noting:
+    """The store's ranged reads, noting a failure before it turns into the engine's."""
+
+    def __init__(self, store: Store, failures: list[StoreError]) -> None:
+        self.store = store
+        self.failures = failures
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            return self.store.get_range(key, start, length)
+        except StoreError as exc:
+            self.failures.append(exc)
+            raise
 
 
 def _read_only(*args: object, **kwargs: object) -> NoReturn:
@@ -46,7 +66,7 @@ def _read_only(*args: object, **kwargs: object) -> NoReturn:
 class _StoreFiles(pafs.FileSystemHandler):  # type: ignore[misc]
     """The listed files of a store, read-only, for pyarrow's ``PyFileSystem``."""
 
-    def __init__(self, store: Store, sizes: dict[str, int]) -> None:
+    def __init__(self, store: _Noting, sizes: dict[str, int]) -> None:
         self.store = store
         self.sizes = sizes
 
@@ -74,7 +94,8 @@ class _StoreFiles(pafs.FileSystemHandler):  # type: ignore[misc]
         return [pafs.FileInfo(p, pafs.FileType.File, size=n) for p, n in self.sizes.items()]
 
     def open_input_file(self, path: str) -> Any:
-        return pa.PythonFile(RangeFile(self.store, path, self.sizes[path]), mode="r")
+        file = RangeFile(self.store, path, self.sizes[path])  # type: ignore[arg-type]
+        return pa.PythonFile(file, mode="r")
 
     def open_input_stream(self, path: str) -> Any:
         return self.open_input_file(path)

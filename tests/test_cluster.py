@@ -29,7 +29,12 @@ async def _streams_on_a_cluster(servers: list[NatsServer]) -> int:
             except nats.errors.Error:
                 await asyncio.sleep(0.1)
         await js.add_stream(name="TWO", subjects=["two.>"], num_replicas=1)
-        await js.add_stream(name="ALL", subjects=["all.>"], num_replicas=3)
+        for _ in range(150):  # until every peer has joined ("no suitable peers" before)
+            try:
+                await js.add_stream(name="ALL", subjects=["all.>"], num_replicas=3)
+                break
+            except nats.errors.Error:
+                await asyncio.sleep(0.1)
         for subject in ("one", "two", "all") * 5:
             await js.publish(f"{subject}.x", b"x")
         info = await js.stream_info("ONE")

@@ -8,6 +8,7 @@ import click
 
 from archiver.cli.app import finish, main, settings_from, with_errors
 from archiver.cli.options import common_options, json_option, streams_option
+from archiver.ddl import ENGINES
 
 
 @main.command()
@@ -38,7 +39,7 @@ def sql(as_json: bool, as_csv: bool, query: str, stream: tuple[str, ...], **para
 
 @main.command()
 @common_options
-@click.option("--engine", type=click.Choice(["athena", "trino", "spark", "duckdb"]), required=True)
+@click.option("--engine", type=click.Choice(ENGINES), required=True)
 @click.option("--table", default="nats_archive", show_default=True, help="The table's name.")
 @click.option("--location", help="The archive's URL as the engine reaches it [default: --store].")
 @with_errors

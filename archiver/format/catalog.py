@@ -140,11 +140,6 @@ def data_files(store: Store, stream: str) -> list[DataFile]:
     return [f for g in read_stream(store, stream).values() for f in g.files]
 
 
-def gap_records(store: Store, stream: str) -> list[GapName]:
-    """The stream's gap records that count, of every generation."""
-    return [r for g in read_stream(store, stream).values() for r in g.records]
-
-
 def generation(store: Store, stream: str, gen: str) -> Generation:
     """One generation (empty when it left no objects)."""
     return read_stream(store, stream).get(gen) or Generation(gen)
@@ -185,7 +180,13 @@ def streams_in_archive(store: Store) -> list[str]:
 
 
 def _holds_archive_objects(store: Store, prefix: str) -> bool:
-    parsers = (layout.parse_data_key, layout.parse_gap_key, layout.parse_run_key)
+    # Markers sort first under a stream: known at once, not after paging past them all.
+    parsers = (
+        layout.parse_marker_key,
+        layout.parse_data_key,
+        layout.parse_gap_key,
+        layout.parse_run_key,
+    )
     return any(any(p(o.key) for p in parsers) for o in store.list(prefix))
 
 

@@ -537,3 +537,31 @@ def test_an_archive_of_both_schema_versions_verifies_replays_and_lists(
         "--json",
     )
     assert json.loads(both.stdout) == [{"n": 300, "g": 200, "s": 300 * 301 // 2}]
+
+
+def test_reading_a_data_file_starts_no_arrow_threads(tmp_path: Path) -> None:
+    """Arrow's decoding threads, once started, abort about one exit in 25 ("terminate
+    called without an active exception", exit -6) after the command's work is done:
+    reading row groups must not start them."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"seq": list(range(10_000)), "x": ["a"] * 10_000}), path)
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from archiver.format.reader import iter_row_groups\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "rows = sum(t.num_rows for t in iter_row_groups(Path(sys.argv[1])))\n"
+        "print(rows, len(os.listdir('/proc/self/task')) - before)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    rows, started = map(int, out.stdout.split())
+    # One IO thread reads the file; Arrow's CPU pool would add at least one more.
+    assert rows == 10_000 and started <= 1, out.stdout + out.stderr

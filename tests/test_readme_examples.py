@@ -35,7 +35,18 @@ def examples() -> list[str]:
     return lines
 
 
-def test_the_readmes_examples_run_as_written(nats: NatsServer, s3_env: SeaweedS3) -> None:
+def test_the_readmes_examples_run_as_written(
+    nats: NatsServer, s3_env: SeaweedS3, tmp_path: Path
+) -> None:
+    dr = NatsServer(nats.binary, tmp_path)  # the empty server a restore rebuilds
+    dr.start()
+    try:
+        _run_examples(nats, s3_env, dr)
+    finally:
+        dr.stop()
+
+
+def _run_examples(nats: NatsServer, s3_env: SeaweedS3, dr: NatsServer) -> None:
     asyncio.run(add_streams(nats.url, {**FIVE, "RESTORE": "restore.>"}))
     asyncio.run(publish(nats.url, "AUTH", [f"auth.user.u{i}.created" for i in range(20)]))
     for name, subject in FIVE.items():
@@ -45,10 +56,11 @@ def test_the_readmes_examples_run_as_written(nats: NatsServer, s3_env: SeaweedS3
     ran = []
     for line in examples():
         line = line.replace("nats://nats:4222", nats.url).replace("s3://my-bucket/nats", store)
+        line = line.replace("nats://dr-nats:4222", dr.url)
         argv = shlex.split(line)
         assert argv[0] == "archiver"
         result = run_cli(*argv[1:], env=s3_env.env())
         assert result.returncode == 0, (line, result.stdout + result.stderr)
         ran.append(argv[1])
     assert ran[:3] == ["run", "status", "ls"] and "replay" in ran and "drill" in ran
-    assert ran.count("ddl") == 4
+    assert ran.count("ddl") == 4 and "restore" in ran

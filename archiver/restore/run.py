@@ -1,0 +1,197 @@
+"""``archiver restore``: rebuild streams from the archive alone, every message at its
+original sequence number, their configuration and their durable consumers.
+
+plan every stream (archive only) -> refuse what cannot be done before touching the
+server -> per stream: prepare the target (create, or find where an interrupted restore
+stopped) -> load the messages -> finish (archived configuration, consumers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from archiver.config import Settings
+from archiver.errors import DataAtRisk, UnsafeActionRefused
+from archiver.format import catalog
+from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
+from archiver.render import Rows, worst
+from archiver.replay.selection import iter_selected
+from archiver.restore.load import Loader
+from archiver.restore.plan import Overrides, StreamPlan, plan_stream
+from archiver.restore.target import finish, prepare, refusal, stream_state
+from archiver.store import open_store
+from archiver.store.base import Store
+from archiver.timefmt import format_ns
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    streams: tuple[str, ...] = ()
+    """Archived streams to restore; empty: every one."""
+    target: NatsOptions | None = None
+    """None: the server of ``--nats-url``, which needs ``yes``."""
+    as_of_ns: int | None = None
+    renames: tuple[tuple[str, str], ...] = ()
+    overrides: Overrides = field(default_factory=Overrides)
+    consumers: bool = True
+    dry_run: bool = False
+    yes: bool = False
+    allow_gaps: bool = False
+    progress: bool = False
+
+    def target_name(self, stream: str) -> str:
+        return dict(self.renames).get(stream, stream)
+
+
+@dataclass
+class StreamRestore:
+    stream: str
+    target: str
+    generation: str
+    first_seq: int
+    last_seq: int
+    messages: int
+    holes: int = 0
+    consumers: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    continued: bool = False
+    """An interrupted restore was continued (the target held an exact prefix)."""
+    config_as_of: str | None = None
+    """When the state record used was written; None: the data files' recorded config."""
+    dropped: list[str] = field(default_factory=list)
+    unexplained: list[list[int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+    @property
+    def exit_code(self) -> int:
+        if self.problems:
+            return 2
+        return 3 if self.unexplained else 0
+
+
+class RestoreResult(Rows[StreamRestore]):
+    COLUMNS = (
+        "stream",
+        "target",
+        "first_seq",
+        "last_seq",
+        "messages",
+        "holes",
+        "consumers",
+        "seconds",
+    )
+
+    def __init__(self, streams: list[StreamRestore], target_url: str) -> None:
+        self.streams = streams
+        self.target_url = target_url
+
+    def text(self) -> str:
+        lines = [f"restore into {self.target_url}", super().text()]
+        for row in self.streams:
+            if row.continued:
+                lines.append(f"{row.target}: continued an interrupted restore")
+            if row.dropped:
+                lines.append(f"{row.target}: not restored: {', '.join(row.dropped)}")
+            if row.unexplained:
+                shown = ", ".join(f"{a}-{b}" for a, b in row.unexplained[:5])
+                lines.append(f"{row.target}: restored around seqs the archive lacks: {shown}")
+            lines += [f"{row.target}: would stop: {p}" for p in row.problems]
+        return "\n".join(lines)
+
+    @property
+    def exit_code(self) -> int:
+        return worst([row.exit_code for row in self.streams])
+
+
+def _extent(store: Store, plan: StreamPlan) -> tuple[int, int, int]:
+    """First and last seq and message count of what will be restored."""
+    first = last = count = 0
+    for table in iter_selected(store, plan.files, plan.selection, ["seq"]):
+        seqs = table.column("seq")
+        if not count:
+            first = int(seqs[0].as_py())
+        last = int(seqs[-1].as_py())
+        count += table.num_rows
+    return first, last, count
+
+
+async def restore(settings: Settings, opts: RestoreOptions) -> RestoreResult:
+    store = open_store(settings.store_url, settings.s3)
+    await asyncio.to_thread(store.check)
+    names = await asyncio.to_thread(catalog.choose_streams, store, opts.streams)
+    plans = [
+        await asyncio.to_thread(
+            plan_stream, store, name, opts.target_name(name), opts.as_of_ns, opts.overrides
+        )
+        for name in names
+    ]
+    lacking = [p for p in plans if p.unexplained]
+    if lacking and not opts.allow_gaps and not opts.dry_run:
+        shown = "; ".join(
+            f"{p.stream} seqs " + ", ".join(f"{a}-{b}" for a, b in p.unexplained[:3])
+            for p in lacking
+        )
+        raise DataAtRisk(
+            f"the archive cannot account for {shown} (a data file lost or deleted); "
+            "nothing was restored",
+            hint="run archiver verify; --allow-gaps restores around them",
+        )
+    target_opts = opts.target or settings.nats
+    if opts.target is None and not opts.yes and not opts.dry_run:
+        raise UnsafeActionRefused(
+            "restore would write into the server the archive is read from (--nats-url)",
+            hint="give --target-url for the server to rebuild, or --yes if it is this one",
+        )
+    target_opts.check()
+    rows: list[StreamRestore] = []
+    nc = await connect(target_opts)
+    try:
+        for plan in plans:
+            rows.append(await _restore_stream(nc, store, plan, opts))
+    finally:
+        await nc.close()
+    return RestoreResult(rows, redact_url(target_opts.url))
+
+
+async def _restore_stream(
+    nc: RawClient, store: Store, plan: StreamPlan, opts: RestoreOptions
+) -> StreamRestore:
+    started = time.monotonic()
+    first, last, count = await asyncio.to_thread(_extent, store, plan)
+    row = StreamRestore(
+        stream=plan.stream,
+        target=plan.target,
+        generation=plan.generation,
+        first_seq=first,
+        last_seq=last,
+        messages=count,
+        holes=max(0, last - first + 1 - count) if count else 0,
+        consumers=len(plan.consumers) if opts.consumers else 0,
+        dry_run=opts.dry_run,
+        config_as_of=format_ns(plan.state_seen_ns) if plan.state_seen_ns else None,
+        dropped=plan.dropped,
+        unexplained=[[a, b] for a, b in plan.unexplained],
+    )
+    if opts.dry_run:
+        why = refusal(plan, await stream_state(nc, plan.target))
+        if why:
+            row.problems.append(why)
+        if plan.unexplained and not opts.allow_gaps:
+            row.problems.append("the archive cannot account for some seqs; --allow-gaps")
+        return row
+    if not count:
+        return row
+    target = await prepare(nc, store, plan, first)
+    row.continued = target.continued
+    if not target.loaded:
+        loader = Loader(nc, plan, target.intake, opts.progress)
+        await loader.load(store, target.after, count)
+    row.consumers = await finish(nc, plan, target, opts.consumers)
+    row.seconds = round(time.monotonic() - started, 3)
+    return row

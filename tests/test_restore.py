@@ -64,14 +64,14 @@ CONSUMERS = {
 }
 
 
-def move_consumers(nats: NatsServer) -> None:
+def move_consumers(nats: NatsServer, consumers: dict[str, tuple[str, int, int]]) -> None:
     """Durable pull consumers as the platform's services use them, at different floors;
     some messages delivered and not acknowledged."""
 
     async def go() -> None:
         async with nats_client(nats.url) as nc:
             js = nc.jetstream()
-            for name, (subject, fetch, acks) in CONSUMERS.items():
+            for name, (subject, fetch, acks) in consumers.items():
                 sub = await js.pull_subscribe(
                     subject,
                     durable=name,
@@ -129,7 +129,7 @@ def lose_the_server(nats: NatsServer) -> None:
 
 def test_a_lost_server_is_rebuilt_from_the_archive_alone(nats: NatsServer, tmp_path: Path) -> None:
     fill_source(nats)
-    move_consumers(nats)
+    move_consumers(nats, CONSUMERS)
     root = str(tmp_path / "archive")
     archived = run_cli("run", "--nats-url", nats.url, "--store", root)
     assert archived.returncode == 0, archived.stdout + archived.stderr
@@ -207,3 +207,132 @@ def _buckets_work(server: NatsServer) -> None:
             assert (await obj.get("small.txt")).data == b"hello"
 
     asyncio.run(go())
+
+
+def _fresh_server(nats: NatsServer, path: Path) -> NatsServer:
+    path.mkdir()
+    server = NatsServer(nats.binary, path)
+    server.start()
+    return server
+
+
+def test_a_restore_killed_anywhere_and_run_again_is_identical_to_one_never_killed(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """SIGKILL with publishes in flight, then again after the configuration is applied
+    and before the consumers: each run again continues, nothing twice, no seq shifted."""
+    asyncio.run(add_streams(nats.url, {"BIG": "big.>"}))
+    asyncio.run(publish(nats.url, "BIG", [f"big.k{i % 13}" for i in range(20_000)], b"v" * 40))
+    raw = RawPublisher(nats.port)
+    for i, block in enumerate(ODD_HEADERS * 50):
+        raw.publish(f"big.odd.{i}", b"%d" % i, block)
+    asyncio.run(delete_msgs(nats.url, "BIG", sorted({*range(5, 20_000, 97), *range(9_000, 9_050)})))
+    move_consumers(nats, {"worker": ("big.k1", 40, 30)})
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+
+    calm, killed = _fresh_server(nats, tmp_path / "calm"), _fresh_server(nats, tmp_path / "kill")
+    try:
+        args = ("restore", "--nats-url", nats.url, "--store", root, "--json")
+        once = run_cli(*args, "--target-url", calm.url)
+        assert once.returncode == 0, once.stdout + once.stderr
+        for point in ("restore-message:7000", "restore-configured"):
+            died = run_cli(*args, "--target-url", killed.url, env={"ARCHIVER_FAILPOINTS": point})
+            assert died.returncode == -9, died.stdout + died.stderr
+        again = run_cli(*args, "--target-url", killed.url)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert json.loads(again.stdout)[0]["continued"] is True
+        assert everything(killed.url, ["BIG"]) == everything(calm.url, ["BIG"])
+        assert everything(calm.url, ["BIG"])["BIG"][3] == everything(nats.url, ["BIG"])["BIG"][3]
+        refused = run_cli(*args, "--target-url", killed.url)
+        assert refused.returncode == 2 and "holds" in refused.stderr, refused.stderr
+    finally:
+        calm.stop()
+        killed.stop()
+
+
+def test_as_of_restores_every_stream_as_it_was_at_that_time(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Messages with time <= T across streams, and the configuration the last run
+    before T recorded."""
+    from archiver.timefmt import format_ns
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>", "COMPUTE": "compute.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
+    asyncio.run(publish(nats.url, "COMPUTE", ["compute.a"] * 7))
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    then = everything(nats.url, ["AUTH", "COMPUTE"])
+    as_of = format_ns(__import__("time").time_ns())
+    asyncio.run(publish(nats.url, "AUTH", ["auth.b"] * 5))
+    asyncio.run(publish(nats.url, "COMPUTE", ["compute.b"] * 5))
+
+    async def reconfigure() -> None:
+        async with nats_client(nats.url) as nc:
+            info = await js_api(nc, "$JS.API.STREAM.INFO.AUTH")
+            await js_api(nc, "$JS.API.STREAM.UPDATE.AUTH", {**info["config"], "max_msgs": 900})
+
+    asyncio.run(reconfigure())
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    lose_the_server(nats)
+    done = run_cli(
+        "restore", "--nats-url", nats.url, "--store", root, "--yes", "--as-of", as_of, "--json"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["last_seq"] for r in json.loads(done.stdout)] == [10, 7]
+    assert everything(nats.url, ["AUTH", "COMPUTE"]) == then
+
+
+def test_a_target_stream_with_messages_is_refused_and_left_as_it_was(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    target = _fresh_server(nats, tmp_path / "target")
+    try:
+        asyncio.run(add_streams(target.url, {"AUTH": "auth.>"}, max_msgs=5))
+        asyncio.run(publish(target.url, "AUTH", ["auth.live"] * 3))
+        before = everything(target.url, ["AUTH"])
+        args = ("restore", "--nats-url", nats.url, "--store", root, "--target-url", target.url)
+        dry = run_cli(*args, "--dry-run")
+        assert dry.returncode == 2 and "would stop: target stream AUTH exists" in dry.stdout
+        refused = run_cli(*args)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "exists and holds 3 messages; nothing was changed" in refused.stderr
+        assert everything(target.url, ["AUTH"]) == before
+    finally:
+        target.stop()
+
+
+def test_a_hole_the_archive_cannot_explain_stops_the_restore_unless_allowed(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    root = tmp_path / "archive"
+    for batch in range(3):
+        asyncio.run(publish(nats.url, "AUTH", [f"auth.b{batch}"] * 10))
+        assert run_cli("run", "--nats-url", nats.url, "--store", str(root)).returncode == 0
+    source = everything(nats.url, ["AUTH"])["AUTH"][3]
+    (middle,) = [p for p in root.rglob("*.parquet") if "-00000000000000000011-" in p.name]
+    middle.unlink()
+    lose_the_server(nats)
+    args = ("restore", "--nats-url", nats.url, "--store", str(root), "--yes")
+    stopped = run_cli(*args)
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "AUTH seqs 11-20" in stopped.stderr and "nothing was restored" in stopped.stderr
+    assert run_cli("ls", "--nats-url", nats.url, "--store", str(root)).returncode == 0
+    assert not asyncio.run(_stream_names(nats.url)), "nothing created"
+    around = run_cli(*args, "--allow-gaps", "--json")
+    assert around.returncode == 3, around.stdout + around.stderr
+    (row,) = json.loads(around.stdout)
+    assert row["unexplained"] == [[11, 20]] and row["holes"] == 10
+    restored = everything(nats.url, ["AUTH"])["AUTH"][3]
+    assert restored == [m for m in source if not 11 <= m[0] <= 20]
+
+
+async def _stream_names(url: str) -> list[str]:
+    async with nats_client(url) as nc:
+        return list((await js_api(nc, "$JS.API.STREAM.NAMES")).get("streams") or [])

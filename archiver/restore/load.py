@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from archiver import failpoints
 from archiver.errors import SourceError
 from archiver.nats.conn import RawClient
 from archiver.nats.publisher import JsPublisher
@@ -117,6 +118,7 @@ class Loader:
                 await publisher.publish(hole, None, b"", expected)
                 self.holes += 1
                 expected += 1
+            failpoints.hit("restore-message")
             alone = raw is not None and await self._must_go_alone(publisher, raw)
             await publisher.publish(f"{self.intake}.{subject}", raw, data, seq)
             if alone:

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from archiver import failpoints
 from archiver.errors import ApiError, UnsafeActionRefused
 from archiver.nats.api import STREAM_NOT_FOUND, get_message
 from archiver.nats.conn import RawClient, js_api
@@ -154,6 +155,7 @@ async def finish(nc: RawClient, plan: StreamPlan, target: Target, consumers: boo
         marked["metadata"] = {**(plan.config.get("metadata") or {}), **_marker(plan, target.intake)}
         marked["sealed"] = False  # a sealed stream takes no more updates
         await js_api(nc, f"$JS.API.STREAM.UPDATE.{name}", marked)
+        failpoints.hit("restore-configured")
     made = 0
     for recorded in plan.consumers if consumers else []:
         config = consumer_config(recorded)

@@ -88,3 +88,39 @@ async def _until_the_api_answers(url: str) -> None:
                 return
             await asyncio.sleep(0.5)  # e.g. 503 while there is no meta leader
     raise AssertionError("the JetStream API did not answer after the node stopped")
+
+
+@pytest.mark.parametrize("version", NATS_VERSIONS)
+def test_a_three_replica_stream_is_restored_into_one_node_with_replicas_1(
+    version: str, tmp_path: Path
+) -> None:
+    """What a smaller recovery cluster needs: the archived R3 stream comes back R1, the
+    rest of its configuration and every message at its seq as they were."""
+    from test_restore import everything
+
+    servers = start_cluster(binary_for(version), tmp_path / "cluster")
+    store = str(tmp_path / "archive")
+    try:
+        asyncio.run(_streams_on_a_cluster(servers))
+        archived = run_cli("run", "--nats-url", servers[0].url, "--store", store, timeout=180)
+        assert archived.returncode == 0, archived.stdout + archived.stderr
+        before = everything(servers[0].url, ["ALL"])["ALL"]
+    finally:
+        for server in servers:
+            server.stop()
+    (tmp_path / "one").mkdir()
+    single = NatsServer(binary_for(version), tmp_path / "one")
+    single.start()
+    try:
+        args = ("restore", "--nats-url", single.url, "--store", store, "--stream", "ALL")
+        r3 = run_cli(*args, "--yes")
+        assert r3.returncode == 1 and "cannot make stream ALL" in r3.stderr, r3.stderr
+        assert "--replicas" in r3.stderr and len(r3.stderr.splitlines()) == 1
+        done = run_cli(*args, "--yes", "--replicas", "1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        config, first, _, messages = everything(single.url, ["ALL"])["ALL"]
+    finally:
+        single.stop()
+    assert before[0]["num_replicas"] == 3 and config["num_replicas"] == 1
+    assert {**config, "num_replicas": 3} == before[0]
+    assert (first, messages) == (before[1], before[3])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archiver import failpoints
-from archiver.errors import ApiError, UnsafeActionRefused
+from archiver.errors import ApiError, SourceError, UnsafeActionRefused
 from archiver.nats.api import STREAM_NOT_FOUND, get_message
 from archiver.nats.conn import RawClient, js_api
 from archiver.replay.selection import Selection, iter_rows, iter_selected
@@ -90,7 +90,13 @@ async def prepare(nc: RawClient, store: Store, plan: StreamPlan, first_seq: int)
         intake = f"_archiver_restore.{secrets.token_hex(8)}"
         config = intake_config(plan.config, intake, _marker(plan, intake))
         verb = "CREATE" if info is None else "UPDATE"  # an empty stream of that name
-        await js_api(nc, f"$JS.API.STREAM.{verb}.{plan.target}", config)
+        try:
+            await js_api(nc, f"$JS.API.STREAM.{verb}.{plan.target}", config)
+        except ApiError as exc:
+            raise SourceError(
+                f"the target cannot make stream {plan.target} as archived: {exc.description}",
+                hint="--replicas, --storage and --placement-* fit it to a smaller cluster",
+            ) from exc
         await _start_at(nc, plan.target, first_seq)
         return Target(intake, first_seq - 1)
     intake = json.loads(info["config"]["metadata"][MARKER])["intake"]

@@ -3,8 +3,9 @@
 Starts a throwaway nats-server on a free loopback port, fills the five streams of the
 design with realistic events, then runs the real ``archiver`` command lines against it
 (run, run again, status, sql, replay --dry-run, replay, verify, drill), each shown as
-typed with its output and one line on what it showed; ``--keep`` leaves the server and
-the archive for the commands to try next.
+typed with its output and one line on what it showed, and ends by restoring one stream
+into a second, empty server, where its seqs and its consumer come back; ``--keep``
+leaves the servers and the archive for the commands to try next.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from archiver.errors import ArchiverError
 from archiver.nats.api import OWN_MARK
@@ -100,6 +102,7 @@ async def _fill(url: str, messages: int, say: Callable[[str], None]) -> None:
                     await asyncio.gather(*pending)
                     pending = []
             await asyncio.gather(*pending)
+        await _consume(js, nc, messages)
         # Where the demo's replay sends its events (restore.>).
         # Made by the demo, so marked as the archiver's own: not archived itself.
         await js.add_stream(
@@ -108,6 +111,25 @@ async def _fill(url: str, messages: int, say: Callable[[str], None]) -> None:
         say(f"filled {len(STREAMS)} streams with {messages} events each")
     finally:
         await nc.close()
+
+
+AUDIT = "auth-audit"
+"""The demo's durable consumer on AUTH, as the platform's services use them."""
+
+
+async def _consume(js: Any, nc: Any, messages: int) -> None:
+    """A service's durable consumer that took and acknowledged some of AUTH, and a few
+    messages deleted from AUTH: what a restore must bring back as they were."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    config = ConsumerConfig(
+        durable_name=AUDIT, ack_policy=AckPolicy.EXPLICIT, max_deliver=5, ack_wait=30
+    )
+    sub = await js.pull_subscribe("auth.>", durable=AUDIT, config=config)
+    for msg in await sub.fetch(messages // 3, timeout=10):
+        await msg.ack_sync()
+    for seq in (7, 8, 9, messages - 3):
+        await nc.request("$JS.API.STREAM.MSG.DELETE.AUTH", json.dumps({"seq": seq}).encode())
 
 
 def _archiver(*args: str) -> subprocess.CompletedProcess[str]:
@@ -162,28 +184,73 @@ def _steps(url: str, store: str) -> list[tuple[list[str], str]]:
     ]
 
 
+class _Server:
+    """A throwaway nats-server on a free loopback port; with ``keep`` it outlives us."""
+
+    def __init__(self, workdir: Path, keep: bool) -> None:
+        self.port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="archiver-demo-", dir=workdir if keep else None))
+        conf = self.dir / "nats.conf"
+        conf.write_text(
+            f"listen: 127.0.0.1:{self.port}\njetstream {{ store_dir: {self.dir}/js }}\n"
+        )
+        self.keep = keep
+        with (self.dir / "nats.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [_find_server(), "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=keep,
+            )
+        self.url = f"nats://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if not self.keep:
+            self.proc.terminate()
+            self.proc.wait(10)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def _step(argv: list[str], showed: str, say: Callable[[str], None]) -> int:
+    say(f"\n$ archiver {shlex.join(argv)}")
+    done = await asyncio.to_thread(_archiver, *argv)
+    for line in (done.stdout + done.stderr).rstrip().splitlines():
+        say(f"  {line}")
+    say(f"-> {showed}" + (f" (exit {done.returncode})" if done.returncode else ""))
+    return done.returncode
+
+
+async def _describe(url: str, role: str, say: Callable[[str], None]) -> None:
+    """One line on AUTH and its consumer as a server holds them."""
+    nc = await connect(NatsOptions(url=url))
+    try:
+        info = json.loads((await nc.request("$JS.API.STREAM.INFO.AUTH", b"")).data)["state"]
+        raw = await nc.request(f"$JS.API.CONSUMER.INFO.AUTH.{AUDIT}", b"")
+        consumer = json.loads(raw.data)
+    finally:
+        await nc.close()
+    floor = consumer["ack_floor"]["stream_seq"]
+    start = consumer["config"].get("opt_start_seq")
+    where = f"delivers next from seq {start}" if start else f"acknowledged up to seq {floor}"
+    say(
+        f"  {role}: AUTH seqs {info['first_seq']}..{info['last_seq']}, {info['messages']} "
+        f"messages, {info.get('num_deleted', 0)} deleted; {AUDIT} {where}"
+    )
+
+
 async def run_demo(
     workdir: Path, messages: int, say: Callable[[str], None], keep: bool = False
 ) -> int:
     """Run the demo; returns the exit code (the worst of its commands')."""
     archive_dir = (workdir / "archive").resolve()
     earlier = archive_dir.is_dir() and any(archive_dir.glob("stream=*"))
-    port = _free_port()
-    server_dir = Path(tempfile.mkdtemp(prefix="archiver-demo-", dir=workdir if keep else None))
-    conf = server_dir / "nats.conf"
-    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {server_dir}/js }}\n")
-    log = (server_dir / "nats.log").open("wb")
-    proc = subprocess.Popen(
-        [_find_server(), "-c", str(conf)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=keep,  # with --keep it outlives this command
-    )
-    url = f"nats://127.0.0.1:{port}"
+    source = _Server(workdir, keep)
+    url = source.url
+    servers = [source]
     worst = 0
     try:
-        await _wait_for(port)
-        say(f"started a throwaway nats-server at {url} (pid {proc.pid})")
+        await _wait_for(source.port)
+        say(f"started a throwaway nats-server at {url} (pid {source.proc.pid})")
         await _fill(url, messages, say)
         if earlier:
             say(
@@ -192,25 +259,32 @@ async def run_demo(
                 "directory for a fresh start)"
             )
         for argv, showed in _steps(url, str(archive_dir)):
-            say(f"\n$ archiver {shlex.join(argv)}")
-            done = await asyncio.to_thread(_archiver, *argv)
-            for line in (done.stdout + done.stderr).rstrip().splitlines():
-                say(f"  {line}")
-            say(f"-> {showed}" + (f" (exit {done.returncode})" if done.returncode else ""))
-            worst = max(worst, done.returncode)
+            worst = max(worst, await _step(argv, showed, say))
+        recovery = _Server(workdir, keep)
+        servers.append(recovery)
+        await _wait_for(recovery.port)
+        say(f"\nstarted a second, empty nats-server at {recovery.url}: the cluster to rebuild")
+        argv = ["restore", "--nats-url", url, "--store", str(archive_dir)]
+        argv += ["--target-url", recovery.url, "--stream", "AUTH"]
+        showed = "AUTH rebuilt from the archive alone: configuration, seqs, consumer"
+        worst = max(worst, await _step(argv, showed, say))
+        await _describe(url, "source  ", say)
+        await _describe(recovery.url, "restored", say)
+        say(
+            "-> every message at its original seq, the deleted ones still holes, and the "
+            "consumer resuming after what it had acknowledged"
+        )
         if keep:
-            say(f"\nthe server keeps running at {url} (pid {proc.pid}); try next:")
+            say(f"\nthe server keeps running at {url} (pid {source.proc.pid}); try next:")
             say(f"  archiver status --nats-url {url} --store {archive_dir}")
             say(f"  archiver ls --store {archive_dir} AUTH")
             say(f'  archiver sql "SELECT * FROM messages LIMIT 5" --store {archive_dir}')
-            say(f"and stop it with: kill {proc.pid}")
+            pids = " ".join(str(s.proc.pid) for s in servers)
+            say(f"and stop it and the restored one ({recovery.url}) with: kill {pids}")
         return worst
     finally:
-        log.close()
-        if not keep:
-            proc.terminate()
-            proc.wait(10)
-            shutil.rmtree(server_dir, ignore_errors=True)
+        for server in servers:
+            server.stop()
 
 
 async def _wait_for(port: int) -> None:

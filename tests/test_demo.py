@@ -16,9 +16,12 @@ def test_demo_runs_and_shows_the_real_commands(tmp_path: Path) -> None:
     result = run_cli("demo", "--dir", str(tmp_path), "--messages", "300", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for command in ("run", "status", "sql", "replay", "verify", "drill"):
+    for command in ("run", "status", "sql", "replay", "verify", "drill", "restore"):
         assert f"\n$ archiver {command} " in out, command
-    assert out.count("\n-> ") == 8, "one line on what each command showed"
+    assert out.count("\n-> ") == 10, "one line on what each command showed"
+    seqs = "AUTH seqs 1..300, 296 messages, 4 deleted; auth-audit"
+    assert f"source  : {seqs} acknowledged up to seq 100" in out
+    assert f"restored: {seqs} delivers next from seq 101" in out, "seqs and a consumer came back"
     assert "AUTH           301       300     0" in out, "the second run archives nothing new"
     assert "GATEWAY: ok: 300/300 restored, 300 matched" in out and "RPO" in out
     assert "NOT WHOLE" not in out and "(exit" not in out
@@ -33,7 +36,7 @@ def test_demo_runs_and_shows_the_real_commands(tmp_path: Path) -> None:
 
 def test_demo_keep_leaves_a_server_the_printed_commands_run_against(tmp_path: Path) -> None:
     result = run_process("demo", "--dir", str(tmp_path), "--messages", "100", "--keep", timeout=300)
-    pid = int(re.findall(r"kill (\d+)", result.stdout)[-1])
+    pids = [int(p) for p in re.findall(r"kill ([\d ]+)", result.stdout)[-1].split()]
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         after = result.stdout.split("try next:", 1)[1]
@@ -43,4 +46,5 @@ def test_demo_keep_leaves_a_server_the_printed_commands_run_against(tmp_path: Pa
             ran = run_cli(*shlex.split(command)[1:])
             assert ran.returncode == 0, (command, ran.stdout + ran.stderr)
     finally:
-        os.kill(pid, signal.SIGTERM)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)

@@ -307,6 +307,30 @@ CASES = [
         _foreign,
         on_stdout=True,
     ),
+    Bad(
+        "restore of a stream the archive does not hold",
+        ("restore", "--nats-url", "{nats}", "--store", "{archived}", "--stream", "NOPE", "--yes"),
+        2,
+        "the archive holds no stream NOPE; streams in the archive: AUTH",
+    ),
+    Bad(
+        "restore --as-of that is not a time",
+        ("restore", "--nats-url", "{nats}", "--store", "{archived}", "--as-of", "noonish"),
+        2,
+        "--as-of: .*noonish",
+    ),
+    Bad(
+        "restore into the --nats-url server without --yes",
+        ("restore", "--nats-url", "{nats}", "--store", "{archived}"),
+        2,
+        "give --target-url for the server to rebuild, or --yes",
+    ),
+    Bad(
+        "restore into a stream that holds messages",
+        ("restore", "--nats-url", "{nats}", "--store", "{archived}", "--yes"),
+        2,
+        "target stream AUTH exists and holds 300 messages; nothing was changed",
+    ),
 ]
 
 

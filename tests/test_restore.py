@@ -336,3 +336,31 @@ def test_a_hole_the_archive_cannot_explain_stops_the_restore_unless_allowed(
 async def _stream_names(url: str) -> list[str]:
     async with nats_client(url) as nc:
         return list((await js_api(nc, "$JS.API.STREAM.NAMES")).get("streams") or [])
+
+
+def test_drill_full_restores_at_the_original_seqs_and_compares_seq_for_seq(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    fill_source(nats)
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    source = everything(nats.url, ["AUTH"])["AUTH"][3]
+    base = ("drill", "--nats-url", nats.url, "--store", root, "--full", "--json")
+    done = run_cli(*base, "--stream", "AUTH", "--stream", "KV_CONFIG", "--keep")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["stream"]: r for r in json.loads(done.stdout)}
+    auth = rows["AUTH"]
+    assert (auth["archived"], auth["restored"], auth["matched"]) == (36, 36, 36)
+    assert auth["differences"] == 0 and auth["rto_seconds"] > 0
+    assert rows["KV_CONFIG"]["ok"] is True
+    kept = stored_messages(nats.url, auth["scratch_stream"])
+    assert [(m.seq, m.subject, m.raw_headers, m.data) for m in kept] == source
+    names = asyncio.run(_stream_names(nats.url))
+    archived = run_cli("run", "--nats-url", nats.url, "--store", root, "--json")
+    assert auth["scratch_stream"] not in {r["stream"] for r in json.loads(archived.stdout)}
+    assert auth["scratch_stream"] in names, "kept with --keep"
+    removed = run_cli(*base, "--stream", "COMPUTE")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not [n for n in asyncio.run(_stream_names(nats.url)) if n.endswith("_COMPUTE")]
+    window = run_cli(*base, "--since", "1h")
+    assert window.returncode == 2 and "--since cannot narrow it" in window.stderr

@@ -73,6 +73,12 @@ def verify_command(
     ".svg chart beside it.",
 )
 @click.option("--keep", is_flag=True, help="Keep the scratch streams for inspection.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Restore with archiver restore's own code, every message at its original seq "
+    "in a renamed scratch stream, and compare seq for seq: a real recovery's RTO.",
+)
 @metrics_options
 @with_errors
 def drill_command(
@@ -82,6 +88,7 @@ def drill_command(
     since: str | None,
     report_path: Path | None,
     keep: bool,
+    full: bool,
     **params: Any,
 ) -> None:
     """Disaster-recovery drill: restore into scratch streams, compare, report RPO and RTO.
@@ -102,7 +109,12 @@ def drill_command(
             f"--since {since} is in the future: the drill would restore nothing",
             hint="give a past time (RFC 3339) or a duration ago, e.g. --since 24h",
         )
-    report = asyncio.run(drill(settings, drill_streams, target_url, since_ns, keep))
+    if full and since is not None:
+        raise UsageError(
+            "--full restores whole streams, at their original seqs: --since cannot narrow it",
+            hint="drop --since, or drop --full to drill a time window",
+        )
+    report = asyncio.run(drill(settings, drill_streams, target_url, since_ns, keep, full))
     if report_path:
         written = write_reports(report, open_store(settings.store_url, settings.s3), report_path)
         if not as_json:

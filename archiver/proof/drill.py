@@ -47,7 +47,6 @@ from archiver.timefmt import format_ns
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class StreamDrill:
     stream: str
@@ -161,6 +160,7 @@ async def _drill_stream(
     stream: str,
     since_ns: int | None,
     keep: bool,
+    full: bool = False,
 ) -> StreamDrill:
     result = StreamDrill(stream)
     sel = Selection(stream, since_ns=since_ns)
@@ -177,6 +177,8 @@ async def _drill_stream(
     _rpo(store, all_files, result)
     if source is not None:
         await _live_gap(source, store, stream, generation, result)
+    if full:
+        return await _drill_full(nc, store, stream, keep, result)
     scratch, prefix = await _create_scratch(nc, stream)
     result.scratch_stream = scratch
     try:
@@ -207,6 +209,30 @@ async def _drill_stream(
                 await nc.jetstream().delete_stream(scratch)
             except (nats.errors.Error, TimeoutError) as exc:
                 result.error = result.error or f"could not remove scratch stream {scratch}: {exc}"
+    return result
+
+
+async def _drill_full(
+    nc: RawClient, store: Store, stream: str, keep: bool, result: StreamDrill
+) -> StreamDrill:
+    """``--full``: restored by ``archiver restore``'s own code, compared seq for seq."""
+    from archiver.proof.full import restore_and_compare
+
+    try:
+        found = await restore_and_compare(nc, store, stream, result)
+        result.archived, result.restored = found.archived, found.restored
+        result.matched, result.differences = found.matched, found.differences
+        result.examples = found.examples
+        result.rto_seconds = round(found.seconds, 3)
+        result.restore_msgs_per_s = round(found.archived / max(found.seconds, 1e-9), 1)
+    except ArchiverError as exc:
+        result.error = f"{exc}"
+    finally:
+        if result.scratch_stream and not keep:
+            try:
+                await nc.jetstream().delete_stream(result.scratch_stream)
+            except (nats.errors.Error, TimeoutError) as exc:
+                result.error = result.error or f"could not remove {result.scratch_stream}: {exc}"
     return result
 
 
@@ -251,6 +277,7 @@ async def drill(
     target_url: str | None,
     since_ns: int | None,
     keep: bool,
+    full: bool = False,
 ) -> DrillReport:
     settings.nats.check()
     store = open_store(settings.store_url, settings.s3)
@@ -272,7 +299,7 @@ async def drill(
         for stream in names:
             try:
                 drilled = await _drill_stream(
-                    settings, nc, source, store, target, stream, since_ns, keep
+                    settings, nc, source, store, target, stream, since_ns, keep, full
                 )
             except Exception as exc:
                 drilled = StreamDrill(stream, error=stream_failure(exc, stream, log)[0])

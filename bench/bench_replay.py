@@ -207,6 +207,7 @@ def replay_command(url: str, store_url: str) -> list[str]:
 def run_replay(url: str, store_url: str, fill: dict[str, Any]) -> dict[str, Any]:
     """``archiver replay`` as a child process; wall time, its JSON summary, peak RSS."""
     run = run_json(replay_command(url, store_url))
+    (run["result"],) = run["result"]  # --json prints an array of objects
     summary = run["result"]
     seconds = float(summary["seconds"])
     count = fill["messages"]

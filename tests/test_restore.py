@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import nats_client, publish, run_cli, stored_messages
+from helpers import nats_client, publish, run_cli, stored_messages, wait_until
 from nats.js.api import ConsumerConfig
 from natsserver import NatsServer
 from rawpub import RawPublisher
@@ -19,7 +23,13 @@ from test_archive import ODD_HEADERS, add_streams, delete_msgs
 from archiver.nats.api import StoredMessage
 from archiver.nats.conn import js_api
 
-STREAMS = {"AUTH": "auth.>", "COMPUTE": "compute.>", "GATEWAY": "gateway.>"}
+STREAMS = {
+    "AUTH": "auth.>",
+    "COMPUTE": "compute.>",
+    "GATEWAY": "gateway.>",
+    "SFS": "sfs.>",
+    "NOTIFICATIONS": "notify.>",
+}
 BIG_OBJECT = bytes(range(256)) * 1200  # 300 KiB: three chunks of the default 128 KiB
 
 
@@ -27,7 +37,9 @@ def fill_source(nats: NatsServer) -> None:
     """Streams with an expired head and interior deletes, odd header blocks, a KV bucket
     with history, deletes and a purge, an object store with a multi-chunk object."""
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}, max_msgs=40))
-    asyncio.run(add_streams(nats.url, {"COMPUTE": "compute.>", "GATEWAY": "gateway.>"}))
+    asyncio.run(add_streams(nats.url, {k: v for k, v in STREAMS.items() if k != "AUTH"}))
+    asyncio.run(publish(nats.url, "SFS", [f"sfs.file.f{i}.written" for i in range(12)]))
+    asyncio.run(publish(nats.url, "NOTIFICATIONS", ["notify.email.sent"] * 9))
     asyncio.run(publish(nats.url, "AUTH", [f"auth.user.u{i % 7}.login" for i in range(60)]))
     asyncio.run(publish(nats.url, "COMPUTE", [f"compute.job.{i}" for i in range(30)]))
     raw = RawPublisher(nats.port)
@@ -36,6 +48,7 @@ def fill_source(nats: NatsServer) -> None:
     raw.publish("gateway.req.id", b"with id", b"NATS/1.0\r\nNats-Msg-Id: g-1\r\n\r\n")
     asyncio.run(delete_msgs(nats.url, "AUTH", [25, 26, 27, 40]))
     asyncio.run(delete_msgs(nats.url, "COMPUTE", [1, 2, 15]))
+    asyncio.run(delete_msgs(nats.url, "SFS", [6]))
 
     async def buckets() -> None:
         async with nats_client(nats.url) as nc:
@@ -145,6 +158,7 @@ def test_a_lost_server_is_rebuilt_from_the_archive_alone(nats: NatsServer, tmp_p
     assert set(rows) == set(ALL)
     assert (rows["AUTH"]["first_seq"], rows["AUTH"]["last_seq"]) == (21, 60)
     assert rows["AUTH"]["holes"] == 4 and rows["COMPUTE"]["holes"] == 1
+    assert rows["SFS"]["holes"] == 1 and rows["COMPUTE"]["first_seq"] == 3
     assert rows["COMPUTE"]["consumers"] == 1 and rows["AUTH"]["consumers"] == 2
 
     after = everything(nats.url, ALL)
@@ -364,3 +378,85 @@ def test_drill_full_restores_at_the_original_seqs_and_compares_seq_for_seq(
     assert not [n for n in asyncio.run(_stream_names(nats.url)) if n.endswith("_COMPUTE")]
     window = run_cli(*base, "--since", "1h")
     assert window.returncode == 2 and "--since cannot narrow it" in window.stderr
+
+
+def _frozen(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _halfway(nats: NatsServer, tmp_path: Path, point: str) -> tuple[str, NatsServer, Any]:
+    """An archived stream BIG and a restore of it frozen at ``point`` on a fresh server."""
+    asyncio.run(add_streams(nats.url, {"BIG": "big.>"}))
+    asyncio.run(publish(nats.url, "BIG", [f"big.k{i % 5}" for i in range(3000)], b"v" * 20))
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    target = _fresh_server(nats, tmp_path / "target")
+    command = [sys.executable, "-m", "archiver", "restore", "--nats-url", nats.url]
+    command += ["--store", root, "--target-url", target.url]
+    frozen = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ARCHIVER_FAILPOINTS": f"{point}=stop"},
+    )
+    wait_until(lambda: _frozen(frozen.pid), "the restore to freeze")
+    return root, target, frozen
+
+
+def test_sigterm_stops_a_restore_saying_so_and_the_same_command_continues(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    root, target, frozen = _halfway(nats, tmp_path, "restore-message:1500")
+    try:
+        frozen.send_signal(signal.SIGTERM)
+        frozen.send_signal(signal.SIGCONT)
+        _, stderr = frozen.communicate(timeout=60)
+        assert frozen.returncode == 143, stderr
+        assert "stopped while restoring BIG" in stderr and "run the same command again" in stderr
+        assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+        again = run_cli(
+            "restore", "--nats-url", nats.url, "--store", root, "--target-url", target.url
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "continued an interrupted restore" in again.stdout
+        source = everything(nats.url, ["BIG"])["BIG"]
+        assert everything(target.url, ["BIG"])["BIG"] == source
+    finally:
+        target.stop()
+
+
+def test_a_half_restored_stream_that_was_changed_is_refused_not_continued(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Only an exact prefix of the archive is continued: a message missing near the end
+    of what an interrupted restore left (as a lost publish would leave it) is refused."""
+    root, target, frozen = _halfway(nats, tmp_path, "restore-message:1500")
+    try:
+        frozen.kill()
+        frozen.communicate(timeout=60)
+
+        async def spoil() -> tuple[int, dict[str, Any]]:
+            async with nats_client(target.url) as nc:
+                last = (await js_api(nc, "$JS.API.STREAM.INFO.BIG"))["state"]["last_seq"]
+                await js_api(nc, "$JS.API.STREAM.MSG.DELETE.BIG", {"seq": last - 3})
+                return last, await js_api(nc, "$JS.API.STREAM.INFO.BIG")
+
+        last, before = asyncio.run(spoil())
+        again = run_cli(
+            "restore", "--nats-url", nats.url, "--store", root, "--target-url", target.url
+        )
+        assert again.returncode == 2, again.stdout + again.stderr
+        assert (
+            f"does not hold an exact prefix of the archive (seq {last - 3} differs)" in again.stderr
+        )
+        assert "delete stream BIG on the target" in again.stderr
+
+        async def state() -> dict[str, Any]:
+            async with nats_client(target.url) as nc:
+                return await js_api(nc, "$JS.API.STREAM.INFO.BIG")
+
+        assert asyncio.run(state())["state"] == before["state"], "nothing changed"
+    finally:
+        target.stop()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from archiver.config import Settings
-from archiver.errors import DataAtRisk, UnsafeActionRefused
+from archiver.errors import DataAtRisk, Interrupted, UnsafeActionRefused
 from archiver.format import catalog
 from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
 from archiver.render import Rows, worst
@@ -153,7 +153,15 @@ async def restore(settings: Settings, opts: RestoreOptions) -> RestoreResult:
     nc = await connect(target_opts)
     try:
         for plan in plans:
-            rows.append(await _restore_stream(nc, store, plan, opts))
+            try:
+                rows.append(await _restore_stream(nc, store, plan, opts))
+            except asyncio.CancelledError:
+                done = ", ".join(r.target for r in rows) or "none"
+                raise Interrupted(
+                    f"stopped while restoring {plan.target} (streams finished: {done}); "
+                    "nothing is at a wrong seq",
+                    hint="run the same command again: it continues where this one stopped",
+                ) from None
     finally:
         await nc.close()
     return RestoreResult(rows, redact_url(target_opts.url))

@@ -460,3 +460,35 @@ def test_a_half_restored_stream_that_was_changed_is_refused_not_continued(
         assert asyncio.run(state())["state"] == before["state"], "nothing changed"
     finally:
         target.stop()
+
+
+def test_workqueue_and_interest_streams_come_back_with_what_their_consumers_had_not_acked(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    async def make() -> None:
+        async with nats_client(nats.url) as nc:
+            js = nc.jetstream()
+            for name, retention in (("WORK", "workqueue"), ("INTEREST", "interest")):
+                await js_api(
+                    nc,
+                    f"$JS.API.STREAM.CREATE.{name}",
+                    {"name": name, "subjects": [f"{name.lower()}.>"], "retention": retention},
+                )
+                sub = await js.pull_subscribe(f"{name.lower()}.>", durable="worker", stream=name)
+                for i in range(10):
+                    await js.publish(f"{name.lower()}.job", b"%d" % i)
+                for m in (await sub.fetch(4, timeout=5)):
+                    await m.ack_sync()
+
+    asyncio.run(make())
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    before = everything(nats.url, ["WORK", "INTEREST"])
+    lose_the_server(nats)
+    done = run_cli("restore", "--nats-url", nats.url, "--store", root, "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = everything(nats.url, ["WORK", "INTEREST"])
+    for name in ("WORK", "INTEREST"):
+        assert [m[0] for m in after[name][3]] == [m[0] for m in before[name][3]] == list(
+            range(5, 11)
+        ), name

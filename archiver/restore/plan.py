@@ -81,13 +81,21 @@ class StreamPlan:
     state_seen_ns: int | None
     """When the state record used was written; None: no state record (footer config)."""
     until_ns: int | None
+    from_seq: int | None = None
+    """WorkQueue and Interest streams: what their consumers acknowledged is gone from
+    them, so the restore starts after the lowest recorded ack floor."""
     unexplained: list[tuple[int, int]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     """Configuration left out of the restored stream (see ``DROPPED``)."""
 
     @property
     def selection(self) -> Selection:
-        return Selection(stream=self.stream, generation=self.generation, until_ns=self.until_ns)
+        return Selection(
+            stream=self.stream,
+            generation=self.generation,
+            from_seq=self.from_seq,
+            until_ns=self.until_ns,
+        )
 
 
 def _seen_ns(key: str) -> int:
@@ -166,10 +174,16 @@ def plan_stream(
         raise UsageError(f"the archive of {stream} records no configuration to restore it with")
     config, dropped = final_config(archived, target, overrides)
     durable = [c for c in consumers if (c.get("config") or {}).get("durable_name")]
+    if overrides.replicas is not None:
+        for consumer in durable:  # a consumer cannot have more replicas than its stream
+            if int(consumer["config"].get("num_replicas") or 0) > overrides.replicas:
+                consumer["config"]["num_replicas"] = overrides.replicas
     plan = StreamPlan(
         stream, target, generation, files, config, durable, seen_ns, as_of_ns, dropped=dropped
     )
-    plan.unexplained = unexplained_holes(store, sel, generation, files)
+    if config.get("retention") in ("workqueue", "interest") and durable:
+        plan.from_seq = min(int(c.get("ack_floor_stream_seq") or 0) for c in durable) + 1
+    plan.unexplained = unexplained_holes(store, plan.selection, generation, files)
     return plan
 
 
@@ -180,6 +194,10 @@ def intake_config(final: dict[str, Any], intake: str, marker: dict[str, str]) ->
     into each message's own subject, so nothing but the restore can publish into it."""
     config = copy.deepcopy(final)
     config.update(LIMITS_OFF)
+    if final.get("retention") == "interest":
+        # With no consumer yet, an Interest stream keeps nothing; the server allows the
+        # change to Interest at the end, when the consumers come.
+        config["retention"] = "limits"
     config.update(
         {
             "subjects": [f"{intake}.>"],

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from archiver.config import Settings
-from archiver.errors import DataAtRisk, Interrupted, UnsafeActionRefused
+from archiver.errors import DataAtRisk, Interrupted, UnsafeActionRefused, UsageError
 from archiver.format import catalog
 from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
 from archiver.render import Rows, worst
@@ -87,9 +87,13 @@ class RestoreResult(Rows[StreamRestore]):
         "seconds",
     )
 
-    def __init__(self, streams: list[StreamRestore], target_url: str) -> None:
+    def __init__(
+        self, streams: list[StreamRestore], target_url: str, skipped: list[str] | None = None
+    ) -> None:
         self.streams = streams
         self.target_url = target_url
+        self.skipped = skipped or []
+        """Archived streams with nothing to restore them from, left out of "every one"."""
 
     def text(self) -> str:
         lines = [f"restore into {self.target_url}", super().text()]
@@ -102,6 +106,7 @@ class RestoreResult(Rows[StreamRestore]):
                 shown = ", ".join(f"{a}-{b}" for a, b in row.unexplained[:5])
                 lines.append(f"{row.target}: restored around seqs the archive lacks: {shown}")
             lines += [f"{row.target}: would stop: {p}" for p in row.problems]
+        lines += [f"skipped {why}" for why in self.skipped]
         return "\n".join(lines)
 
     @property
@@ -125,12 +130,18 @@ async def restore(settings: Settings, opts: RestoreOptions) -> RestoreResult:
     store = open_store(settings.store_url, settings.s3)
     await asyncio.to_thread(store.check)
     names = await asyncio.to_thread(catalog.choose_streams, store, opts.streams)
-    plans = [
-        await asyncio.to_thread(
-            plan_stream, store, name, opts.target_name(name), opts.as_of_ns, opts.overrides
-        )
-        for name in names
-    ]
+    plans, skipped = [], []
+    for name in names:
+        try:
+            plans.append(
+                await asyncio.to_thread(
+                    plan_stream, store, name, opts.target_name(name), opts.as_of_ns, opts.overrides
+                )
+            )
+        except UsageError as exc:
+            if opts.streams:
+                raise  # named, so expected: say why it cannot be
+            skipped.append(f"{name} ({exc})")
     lacking = [p for p in plans if p.unexplained]
     if lacking and not opts.allow_gaps and not opts.dry_run:
         shown = "; ".join(
@@ -164,7 +175,7 @@ async def restore(settings: Settings, opts: RestoreOptions) -> RestoreResult:
                 ) from None
     finally:
         await nc.close()
-    return RestoreResult(rows, redact_url(target_opts.url))
+    return RestoreResult(rows, redact_url(target_opts.url), skipped)
 
 
 async def _restore_stream(
@@ -193,8 +204,8 @@ async def _restore_stream(
         if plan.unexplained and not opts.allow_gaps:
             row.problems.append("the archive cannot account for some seqs; --allow-gaps")
         return row
-    if not count:
-        return row
+    # A stream whose archive holds no message (all expired, say) still comes back,
+    # configured and with its consumers: services expect it to exist.
     target = await prepare(nc, store, plan, first)
     row.continued = target.continued
     if not target.loaded:

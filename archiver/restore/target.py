@@ -140,13 +140,19 @@ async def _check_tail(nc: RawClient, store: Store, plan: StreamPlan, lo: int, hi
             )
 
 
-def consumer_config(recorded: dict[str, Any]) -> dict[str, Any]:
+def consumer_config(recorded: dict[str, Any], retention: str | None) -> dict[str, Any]:
     """A recorded durable consumer's configuration, delivering from the first seq after
-    its acknowledged floor: what was delivered but not acknowledged comes again."""
+    its acknowledged floor: what was delivered but not acknowledged comes again. On a
+    WorkQueue stream (which takes only deliver-all consumers) the restored stream itself
+    starts after the floor."""
     config: dict[str, Any] = copy.deepcopy(recorded["config"])
     config.pop("opt_start_time", None)
-    config["deliver_policy"] = "by_start_sequence"
-    config["opt_start_seq"] = int(recorded.get("ack_floor_stream_seq") or 0) + 1
+    if retention == "workqueue":
+        config["deliver_policy"] = "all"
+        config.pop("opt_start_seq", None)
+    else:
+        config["deliver_policy"] = "by_start_sequence"
+        config["opt_start_seq"] = int(recorded.get("ack_floor_stream_seq") or 0) + 1
     keep_user_metadata(config)
     return config
 
@@ -160,11 +166,13 @@ async def finish(nc: RawClient, plan: StreamPlan, target: Target, consumers: boo
         marked = copy.deepcopy(plan.config)
         marked["metadata"] = {**(plan.config.get("metadata") or {}), **_marker(plan, target.intake)}
         marked["sealed"] = False  # a sealed stream takes no more updates
+        if plan.config.get("retention") == "interest":
+            marked["retention"] = "limits"  # Interest keeps nothing without its consumers
         await js_api(nc, f"$JS.API.STREAM.UPDATE.{name}", marked)
         failpoints.hit("restore-configured")
     made = 0
     for recorded in plan.consumers if consumers else []:
-        config = consumer_config(recorded)
+        config = consumer_config(recorded, plan.config.get("retention"))
         durable = config["durable_name"]
         try:
             await js_api(nc, f"$JS.API.CONSUMER.INFO.{name}.{durable}")

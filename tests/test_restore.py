@@ -492,3 +492,24 @@ def test_workqueue_and_interest_streams_come_back_with_what_their_consumers_had_
         assert [m[0] for m in after[name][3]] == [m[0] for m in before[name][3]] == list(
             range(5, 11)
         ), name
+
+
+def test_rename_and_no_consumers(nats: NatsServer, tmp_path: Path) -> None:
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
+    move_consumers(nats, {"billing": ("auth.>", 5, 5)})
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    source = everything(nats.url, ["AUTH"])["AUTH"]
+    target = _fresh_server(nats, tmp_path / "target")
+    try:
+        args = ("restore", "--nats-url", nats.url, "--store", root, "--target-url", target.url)
+        done = run_cli(*args, "--rename", "AUTH", "AUTH_DR", "--no-consumers", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        (row,) = json.loads(done.stdout)
+        assert (row["stream"], row["target"], row["consumers"]) == ("AUTH", "AUTH_DR", 0)
+        config, first, consumers, messages = everything(target.url, ["AUTH_DR"])["AUTH_DR"]
+        assert config == {**source[0], "name": "AUTH_DR"} and consumers == {}
+        assert (first, messages) == (source[1], source[3])
+    finally:
+        target.stop()

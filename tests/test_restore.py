@@ -20,16 +20,10 @@ from natsserver import NatsServer
 from rawpub import RawPublisher
 from test_archive import ODD_HEADERS, add_streams, delete_msgs
 
+from archiver.demo import STREAMS
 from archiver.nats.api import StoredMessage
 from archiver.nats.conn import js_api
 
-STREAMS = {
-    "AUTH": "auth.>",
-    "COMPUTE": "compute.>",
-    "GATEWAY": "gateway.>",
-    "SFS": "sfs.>",
-    "NOTIFICATIONS": "notify.>",
-}
 BIG_OBJECT = bytes(range(256)) * 1200  # 300 KiB: three chunks of the default 128 KiB
 
 

@@ -326,10 +326,10 @@ CASES = [
         "give --target-url for the server to rebuild, or --yes",
     ),
     Bad(
-        "restore into a stream that holds messages",
-        ("restore", "--nats-url", "{nats}", "--store", "{archived}", "--yes"),
+        "restore --replicas out of range",
+        ("restore", "--nats-url", "{nats}", "--store", "{archived}", "--replicas", "0"),
         2,
-        "target stream AUTH exists and holds 300 messages; nothing was changed",
+        "Invalid value for '--replicas'",
     ),
 ]
 

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import nats_client, publish, run_cli, stored_messages, wait_until
+from helpers import (
+    nats_client,
+    publish,
+    run_cli,
+    stored_messages,
+    stream_messages,
+    wait_until,
+)
 from nats.js.api import ConsumerConfig
 from natsserver import NatsServer
 from rawpub import RawPublisher
@@ -227,8 +234,10 @@ def _fresh_server(nats: NatsServer, path: Path) -> NatsServer:
 def test_a_restore_killed_anywhere_and_run_again_is_identical_to_one_never_killed(
     nats: NatsServer, tmp_path: Path
 ) -> None:
-    """SIGKILL with publishes in flight, then again after the configuration is applied
-    and before the consumers: each run again continues, nothing twice, no seq shifted."""
+    """SIGKILL before anything is stored, with publishes in flight, and after the
+    configuration is applied before the consumers: each run again continues, nothing
+    twice, no seq shifted; once finished, a further run finds it done and changes
+    nothing."""
     asyncio.run(add_streams(nats.url, {"BIG": "big.>"}))
     asyncio.run(publish(nats.url, "BIG", [f"big.k{i % 13}" for i in range(20_000)], b"v" * 40))
     raw = RawPublisher(nats.port)
@@ -244,7 +253,7 @@ def test_a_restore_killed_anywhere_and_run_again_is_identical_to_one_never_kille
         args = ("restore", "--nats-url", nats.url, "--store", root, "--json")
         once = run_cli(*args, "--target-url", calm.url)
         assert once.returncode == 0, once.stdout + once.stderr
-        for point in ("restore-message:7000", "restore-configured"):
+        for point in ("restore-message:1", "restore-message:7000", "restore-configured"):
             died = run_cli(*args, "--target-url", killed.url, env={"ARCHIVER_FAILPOINTS": point})
             assert died.returncode == -9, died.stdout + died.stderr
         again = run_cli(*args, "--target-url", killed.url)
@@ -252,8 +261,10 @@ def test_a_restore_killed_anywhere_and_run_again_is_identical_to_one_never_kille
         assert json.loads(again.stdout)[0]["continued"] is True
         assert everything(killed.url, ["BIG"]) == everything(calm.url, ["BIG"])
         assert everything(calm.url, ["BIG"])["BIG"][3] == everything(nats.url, ["BIG"])["BIG"][3]
-        refused = run_cli(*args, "--target-url", killed.url)
-        assert refused.returncode == 2 and "holds" in refused.stderr, refused.stderr
+        twice = run_cli(*args, "--target-url", killed.url)
+        assert twice.returncode == 0, twice.stdout + twice.stderr
+        assert json.loads(twice.stdout)[0]["already_restored"] is True
+        assert everything(killed.url, ["BIG"]) == everything(calm.url, ["BIG"])
     finally:
         calm.stop()
         killed.stop()
@@ -352,6 +363,14 @@ def test_drill_full_restores_at_the_original_seqs_and_compares_seq_for_seq(
     fill_source(nats)
     root = str(tmp_path / "archive")
     assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+
+    async def purge_archived_key() -> None:
+        async with nats_client(nats.url) as nc:
+            await (await nc.jetstream().key_value("CONFIG")).purge("d")
+
+    # The purge rolls up d=5, which the archive holds: gone on the server, as restored.
+    asyncio.run(purge_archived_key())
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
     source = everything(nats.url, ["AUTH"])["AUTH"][3]
     base = ("drill", "--nats-url", nats.url, "--store", root, "--full", "--json")
     done = run_cli(*base, "--stream", "AUTH", "--stream", "KV_CONFIG", "--keep")
@@ -360,7 +379,7 @@ def test_drill_full_restores_at_the_original_seqs_and_compares_seq_for_seq(
     auth = rows["AUTH"]
     assert (auth["archived"], auth["restored"], auth["matched"]) == (36, 36, 36)
     assert auth["differences"] == 0 and auth["rto_seconds"] > 0
-    assert rows["KV_CONFIG"]["ok"] is True
+    assert rows["KV_CONFIG"]["ok"] is True, rows["KV_CONFIG"]
     kept = stored_messages(nats.url, auth["scratch_stream"])
     assert [(m.seq, m.subject, m.raw_headers, m.data) for m in kept] == source
     names = asyncio.run(_stream_names(nats.url))
@@ -381,7 +400,8 @@ def _frozen(pid: int) -> bool:
 
 def _halfway(nats: NatsServer, tmp_path: Path, point: str) -> tuple[str, NatsServer, Any]:
     """An archived stream BIG and a restore of it frozen at ``point`` on a fresh server."""
-    asyncio.run(add_streams(nats.url, {"BIG": "big.>"}))
+    asyncio.run(add_streams(nats.url, {"ALPHA": "alpha.>", "BIG": "big.>"}))
+    asyncio.run(publish(nats.url, "ALPHA", ["alpha.a"] * 10))  # restored first, whole
     asyncio.run(publish(nats.url, "BIG", [f"big.k{i % 5}" for i in range(3000)], b"v" * 20))
     root = str(tmp_path / "archive")
     assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
@@ -408,15 +428,17 @@ def test_sigterm_stops_a_restore_saying_so_and_the_same_command_continues(
         frozen.send_signal(signal.SIGCONT)
         _, stderr = frozen.communicate(timeout=60)
         assert frozen.returncode == 143, stderr
-        assert "stopped while restoring BIG" in stderr and "run the same command again" in stderr
+        assert "stopped while restoring BIG (streams finished: ALPHA)" in stderr
+        assert "run the same command again" in stderr
         assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
         again = run_cli(
             "restore", "--nats-url", nats.url, "--store", root, "--target-url", target.url
         )
         assert again.returncode == 0, again.stdout + again.stderr
-        assert "continued an interrupted restore" in again.stdout
-        source = everything(nats.url, ["BIG"])["BIG"]
-        assert everything(target.url, ["BIG"])["BIG"] == source
+        assert "BIG: continued an interrupted restore" in again.stdout
+        assert "ALPHA: already holds exactly this restore; nothing done" in again.stdout
+        source = everything(nats.url, ["ALPHA", "BIG"])
+        assert everything(target.url, ["ALPHA", "BIG"]) == source
     finally:
         target.stop()
 
@@ -471,7 +493,7 @@ def test_workqueue_and_interest_streams_come_back_with_what_their_consumers_had_
                 sub = await js.pull_subscribe(f"{name.lower()}.>", durable="worker", stream=name)
                 for i in range(10):
                     await js.publish(f"{name.lower()}.job", b"%d" % i)
-                for m in (await sub.fetch(4, timeout=5)):
+                for m in await sub.fetch(4, timeout=5):
                     await m.ack_sync()
 
     asyncio.run(make())
@@ -483,8 +505,8 @@ def test_workqueue_and_interest_streams_come_back_with_what_their_consumers_had_
     assert done.returncode == 0, done.stdout + done.stderr
     after = everything(nats.url, ["WORK", "INTEREST"])
     for name in ("WORK", "INTEREST"):
-        assert [m[0] for m in after[name][3]] == [m[0] for m in before[name][3]] == list(
-            range(5, 11)
+        assert (
+            [m[0] for m in after[name][3]] == [m[0] for m in before[name][3]] == list(range(5, 11))
         ), name
 
 
@@ -507,3 +529,118 @@ def test_rename_and_no_consumers(nats: NatsServer, tmp_path: Path) -> None:
         assert (first, messages) == (source[1], source[3])
     finally:
         target.stop()
+
+
+def test_the_restored_stream_reaches_the_archive_end_and_its_consumers_positions(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """Deleted tail messages and a consumer that acknowledged everything: the restored
+    stream ends where the source did, so the next message gets the source's next seq and
+    the consumer delivers it."""
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    asyncio.run(publish(nats.url, "AUTH", ["auth.a"] * 10))
+    move_consumers(nats, {"billing": ("auth.>", 10, 10)})
+    asyncio.run(delete_msgs(nats.url, "AUTH", [9, 10]))
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+    lose_the_server(nats)
+    done = run_cli("restore", "--nats-url", nats.url, "--store", root, "--yes", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = json.loads(done.stdout)
+    assert (row["first_seq"], row["last_seq"], row["messages"], row["holes"]) == (1, 10, 8, 2)
+    assert asyncio.run(publish(nats.url, "AUTH", ["auth.new"])) == [11]
+
+    async def next_seq() -> int:
+        async with nats_client(nats.url) as nc:
+            sub = await nc.jetstream().pull_subscribe_bind("billing", stream="AUTH")
+            (m,) = await sub.fetch(1, timeout=5)
+            return int(m.metadata.sequence.stream)
+
+    assert asyncio.run(next_seq()) == 11
+
+
+def test_restore_what_the_server_had_only_recently(nats: NatsServer, tmp_path: Path) -> None:
+    """The newest incarnation of a recreated stream, even with no message archived; a
+    republish that stays quiet while messages go back; a mirror restored as a plain
+    stream; a KV key updated twice between runs (its update checks a revision the
+    archive never saw); an Interest stream without its consumers keeping its messages."""
+
+    async def make() -> None:
+        async with nats_client(nats.url) as nc:
+            js = nc.jetstream()
+            await js.add_stream(name="OLD", subjects=["old.>"])
+            await js.publish("old.a", b"1")
+            await js_api(
+                nc,
+                "$JS.API.STREAM.CREATE.LOUD",
+                {
+                    "name": "LOUD",
+                    "subjects": ["loud.>"],
+                    "republish": {"src": "loud.>", "dest": "heard.>"},
+                },
+            )
+            await js.publish("loud.a", b"1")
+            await js_api(
+                nc, "$JS.API.STREAM.CREATE.COPY", {"name": "COPY", "mirror": {"name": "LOUD"}}
+            )
+            await js_api(
+                nc,
+                "$JS.API.STREAM.CREATE.NOTE",
+                {
+                    "name": "NOTE",
+                    "subjects": ["note.>"],
+                    "retention": "interest",
+                },
+            )
+            await js.pull_subscribe("note.>", durable="reader", stream="NOTE")
+            await js.publish("note.a", b"1")
+            kv = await js.create_key_value(bucket="ONE", history=1)
+            await kv.put("k", b"1")
+
+    asyncio.run(make())
+    wait_until(lambda: stream_messages(nats.url, "COPY") == 1, "the mirror to copy LOUD")
+    root = str(tmp_path / "archive")
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 0
+
+    async def change() -> None:
+        async with nats_client(nats.url) as nc:
+            js = nc.jetstream()
+            await js.delete_stream("OLD")
+            await js.add_stream(name="OLD", subjects=["new.>"])
+            kv = await js.key_value("ONE")
+            entry = await kv.get("k")
+            revision = await kv.update("k", b"2", last=entry.revision)
+            await kv.update("k", b"3", last=revision)
+
+    asyncio.run(change())
+    # Revision 2 was superseded (history 1) before any run saw it: recorded as lost.
+    assert run_cli("run", "--nats-url", nats.url, "--store", root).returncode == 3
+    before = everything(nats.url, ["OLD", "KV_ONE", "COPY"])
+    lose_the_server(nats)
+
+    heard: list[bytes] = []
+
+    async def restore_listening() -> Any:
+        async with nats_client(nats.url) as nc:
+
+            async def hear(msg: Any) -> None:
+                heard.append(msg.data)
+
+            await nc.subscribe("heard.>", cb=hear)
+            args = ["restore", "--nats-url", nats.url, "--store", root, "--yes", "--no-consumers"]
+            done = await asyncio.to_thread(run_cli, *args, "--json", env={})
+            await nc.flush()
+            return done
+
+    done = asyncio.run(restore_listening())
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["stream"]: r for r in json.loads(done.stdout)}
+    assert set(rows) == {"OLD", "LOUD", "COPY", "NOTE", "KV_ONE"}, done.stdout
+    assert heard == [], "the archive's history was republished to live subscribers"
+    assert "mirror" in rows["COPY"]["dropped"] and "mirror_direct" not in str(rows["LOUD"])
+    after = everything(nats.url, ["OLD", "KV_ONE", "COPY", "NOTE"])
+    assert after["OLD"][0]["subjects"] == ["new.>"] and after["OLD"][3] == []
+    assert after["KV_ONE"][3] == before["KV_ONE"][3]
+    assert after["COPY"][3] == before["COPY"][3]
+    assert [m[1] for m in after["NOTE"][3]] == ["note.a"], "Interest without consumers kept"
+    assert after["NOTE"][0]["retention"] == "limits"

@@ -258,3 +258,12 @@ def state_key(stream: str, generation: str, seen_ns: int) -> str:
     """A state record: the stream's configuration and its consumers' configurations
     and positions as a run saw them at ``seen_ns`` (same form as a generation id)."""
     return f"{state_prefix(stream, generation)}{generation_of(seen_ns)}.json.zst"
+
+
+_STATE_RE = re.compile(r"/_state/g(?P<gen>\d{8}T\d{12}Z)-(?P<seen>\d{8}T\d{12}Z)\.json\.zst$")
+
+
+def parse_state_key(key: str) -> tuple[str, str] | None:
+    """(generation, seen_at) of a state record's key."""
+    m = _STATE_RE.search(key)
+    return (m["gen"], m["seen"]) if m else None

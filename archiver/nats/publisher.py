@@ -101,6 +101,8 @@ class JsPublisher(Generic[K]):
         self._error: Exception | None = None
         self._reporting = True  # False once on_acked raised: report nothing after that
         self._paused = False  # True while resends are outstanding: publish waits
+        self.refused: tuple[K, str] | None = None
+        """The message the server refused (its key) and why, once one was."""
         self.acked_prefix_key: K | None = None
         """Key of the last message of the contiguous acknowledged prefix."""
         self.published = 0
@@ -247,6 +249,10 @@ class JsPublisher(Generic[K]):
                     entry, f"JetStream is too busy to take {entry.subject}: {description}"
                 )
                 return
+            self.refused = (
+                entry.key,
+                f"{description} (code {err.get('code')}/{err.get('err_code')})",
+            )
             self._fail(
                 SourceError(
                     f"JetStream refused a message on {entry.subject}: {description} "

@@ -1,6 +1,6 @@
 """Rebuilding streams from the archive alone: ``archiver restore``."""
 
-from archiver.restore.plan import Overrides
+from archiver.restore.config import Overrides
 from archiver.restore.run import RestoreOptions, RestoreResult, restore
 
 __all__ = ["Overrides", "RestoreOptions", "RestoreResult", "restore"]

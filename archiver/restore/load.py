@@ -4,8 +4,9 @@ The restored stream takes messages on one private intake subject only (``intake`
 which its configuration transforms back into each message's own subject, so nothing
 else can publish into it. Messages go out pipelined, in seq order, with their exact
 header block and payload; a seq the archive does not hold (an interior delete, an
-expired or lost message) gets a placeholder on ``HOLE_SUBJECT``, and the placeholders
-are purged together at the end, leaving holes where the source had them.
+expired or lost message) gets a placeholder, removed at the end, leaving a hole where
+the source had one; after the last archived message, placeholders carry the stream on
+to ``plan.end_seq``.
 
 Every acknowledgement must name the archived seq; the first that does not stops the
 restore. NATS has no header-free sequence guard (``Nats-Expected-Last-Sequence`` would be
@@ -22,7 +23,7 @@ import asyncio
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from archiver import failpoints
@@ -30,11 +31,8 @@ from archiver.errors import SourceError
 from archiver.nats.conn import RawClient
 from archiver.nats.publisher import JsPublisher
 from archiver.replay.selection import iter_rows, iter_selected
-from archiver.restore.plan import StreamPlan
+from archiver.restore.plan import HOLE_SUBJECT, Extent, StreamPlan
 from archiver.store.base import Store
-
-HOLE_SUBJECT = "_archiver_restore.hole"
-"""Where placeholders are stored (after the intake transform) until they are purged."""
 
 WINDOW = 1000
 """Publishes in flight: well under the server's per-stream ingest queue, so none is
@@ -52,7 +50,7 @@ class Shifted(SourceError):
     """A message was stored at another seq than its archived one."""
 
 
-def _header_keys(raw: bytes) -> list[tuple[bytes, bytes]]:
+def _header_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
     pairs = []
     for line in raw.split(b"\r\n")[1:]:
         key, sep, value = line.partition(b":")
@@ -64,13 +62,15 @@ def _header_keys(raw: bytes) -> list[tuple[bytes, bytes]]:
 class Loader:
     """Publishes one stream's rows and holes after seq ``after``; counts what it did."""
 
-    def __init__(self, nc: RawClient, plan: StreamPlan, intake: str, progress: bool) -> None:
+    def __init__(
+        self, nc: RawClient, plan: StreamPlan, extent: Extent, intake: str, progress: bool
+    ) -> None:
         self.nc = nc
         self.plan = plan
+        self.extent = extent
         self.intake = intake
         self.messages = 0
         self.holes = 0
-        self.last_seq = 0
         self._progress = progress
         self._recent_ids: deque[tuple[float, bytes]] = deque()
         self._recent_set: dict[bytes, float] = {}
@@ -82,42 +82,53 @@ class Loader:
                 f"restoring {self.plan.stream} into {stream}: archived seq {expected} was {what}",
                 hint=f"delete stream {stream} on the target and run the restore again",
             )
-        self.last_seq = seq
 
-    async def load(self, store: Store, after: int, total: int) -> None:
+    async def load(self, store: Store, after: int) -> None:
         publisher: JsPublisher[int] = JsPublisher(
             self.nc, window=WINDOW, max_attempts=1, ack_timeout=10.0, on_acked=self._check_ack
         )
         await publisher.start()
-        bar = _progress(total, self._progress, self.plan.target)
+        bar = _progress(self.extent.count, self._progress, self.plan.target)
         try:
-            await self._publish_rows(store, publisher, after, bar.update if bar else None)
+            await self._publish(store, publisher, after, bar.update if bar else None)
             await publisher.drain()
+        except SourceError as exc:
+            if publisher.refused is None or isinstance(exc, Shifted):
+                raise
+            seq, why = publisher.refused
+            raise SourceError(
+                f"the target refused archived seq {seq} of {self.plan.stream}: {why}",
+                hint="running again will not help; restore the other streams with --stream "
+                "(or --allow-gaps where a header check refers to a lost seq)",
+            ) from exc
         finally:
             if bar is not None:
                 bar.close()
             await publisher.close()
 
-    async def _publish_rows(
+    def _rows(self, store: Store) -> Iterator[tuple[Any, ...]]:
+        columns = ["seq", "subject", "raw_headers", "data"]
+        tables = iter_selected(store, self.plan.files, self.plan.selection, columns)
+        return iter_rows(tables, columns)
+
+    async def _holes(self, publisher: JsPublisher[int], first: int, last: int) -> None:
+        for seq in range(first, last + 1):
+            subject = self.extent.hole_subjects.get(seq, HOLE_SUBJECT)
+            await publisher.publish(f"{self.intake}.{subject}", None, b"", seq)
+            self.holes += 1
+
+    async def _publish(
         self,
         store: Store,
         publisher: JsPublisher[int],
         after: int,
         tick: Callable[[int], Any] | None,
     ) -> None:
-        columns = ["seq", "subject", "raw_headers", "data"]
-        rows = iter_rows(
-            iter_selected(store, self.plan.files, self.plan.selection, columns), columns
-        )
         expected = after + 1
-        hole = f"{self.intake}.{HOLE_SUBJECT}"
-        for seq, subject, raw, data in rows:
+        for seq, subject, raw, data in self._rows(store):
             if seq <= after:
                 continue
-            while expected < seq:
-                await publisher.publish(hole, None, b"", expected)
-                self.holes += 1
-                expected += 1
+            await self._holes(publisher, expected, seq - 1)
             failpoints.hit("restore-message")
             alone = raw is not None and await self._must_go_alone(publisher, raw)
             await publisher.publish(f"{self.intake}.{subject}", raw, data, seq)
@@ -127,11 +138,12 @@ class Loader:
             expected = seq + 1
             if tick is not None:
                 tick(1)
+        await self._holes(publisher, expected, self.plan.end_seq)
 
     async def _must_go_alone(self, publisher: JsPublisher[int], raw: bytes) -> bool:
         """Wait until ``raw``'s headers cannot make the server refuse or drop it silently;
         True when it must also be acknowledged before anything else is sent."""
-        pairs = _header_keys(raw)
+        pairs = _header_pairs(raw)
         if any(key.startswith(_CHECKED) for key, _ in pairs):
             await publisher.drain()
             return True
@@ -143,12 +155,12 @@ class Loader:
             _, old = self._recent_ids.popleft()
             if self._recent_set.get(old, 0) <= now - DUPLICATE_WINDOW_S:
                 self._recent_set.pop(old, None)
-        sent_at = self._recent_set.get(ids[-1])
-        if sent_at is not None:
-            # The same id went out moments ago: within the duplicate window the server
-            # would drop this one and every later message would shift.
+        if ids[-1] in self._recent_set:
+            # The same id went out moments ago: once it is stored, the server would drop
+            # this one as a duplicate for the next 100 ms, and every later message would
+            # shift. Wait for its acknowledgement, then longer than the window.
             await publisher.drain()
-            await asyncio.sleep(max(0.0, sent_at + DUPLICATE_WINDOW_S - time.monotonic()))
+            await asyncio.sleep(DUPLICATE_WINDOW_S)
         self._recent_ids.append((time.monotonic(), ids[-1]))
         self._recent_set[ids[-1]] = time.monotonic()
         return False

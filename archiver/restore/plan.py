@@ -8,62 +8,28 @@ from the newest generation's committed files, up to that time.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from archiver.archive.state import read_state
 from archiver.errors import UsageError
 from archiver.format import catalog, layout
 from archiver.format.catalog import DataFile
 from archiver.format.reader import read_footer
-from archiver.replay.selection import Selection, select_files, unexplained_holes
+from archiver.replay.selection import Selection, iter_rows, iter_selected, unexplained_holes
+from archiver.restore.config import Overrides, final_config
 from archiver.store.base import Store
 
 log = logging.getLogger(__name__)
 
-LIMITS_OFF: dict[str, Any] = {
-    "max_msgs": -1,
-    "max_bytes": -1,
-    "max_age": 0,
-    "max_msgs_per_subject": -1,
-    "max_msg_size": -1,
-    "discard": "old",
-    "discard_new_per_subject": False,
-}
-"""While messages go back, no limit may refuse or drop one: a refusal in the middle of
-a pipelined window would shift every later message to a wrong seq. The archived limits
-are set at the end, and the server applies them then."""
-
-DROPPED = ("mirror", "sources", "first_seq", "template_owner")
-"""Configuration a restored stream does not take: a mirror or a source would copy its
-origin into the stream again on top of the restored messages (re-add them once the
-origins are back), and the first seq is set by the restore itself."""
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """What a smaller recovery cluster needs changed; None keeps the archived value."""
-
-    replicas: int | None = None
-    storage: str | None = None
-    placement_cluster: str | None = None
-    placement_tags: tuple[str, ...] = ()
-
-    def apply(self, config: dict[str, Any]) -> None:
-        if self.replicas is not None:
-            config["num_replicas"] = self.replicas
-        if self.storage is not None:
-            config["storage"] = self.storage
-        if self.placement_cluster or self.placement_tags:
-            placement: dict[str, Any] = {}
-            if self.placement_cluster:
-                placement["cluster"] = self.placement_cluster
-            if self.placement_tags:
-                placement["tags"] = list(self.placement_tags)
-            config["placement"] = placement
+HOLE_SUBJECT = "_archiver_restore.hole"
+"""Where placeholders are stored (after the intake transform) until they are purged."""
 
 
 @dataclass
@@ -84,9 +50,13 @@ class StreamPlan:
     from_seq: int | None = None
     """WorkQueue and Interest streams: what their consumers acknowledged is gone from
     them, so the restore starts after the lowest recorded ack floor."""
+    end_seq: int = 0
+    """The seq the restored stream reaches at least: the archive's end (without
+    ``--as-of``) and every consumer's delivered seq, so that the next message published
+    gets the seq the source would have given it and no consumer starts past the end."""
     unexplained: list[tuple[int, int]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
-    """Configuration left out of the restored stream (see ``DROPPED``)."""
+    """Configuration left out of the restored stream (see ``config.DROPPED``)."""
 
     @property
     def selection(self) -> Selection:
@@ -98,10 +68,15 @@ class StreamPlan:
         )
 
 
-def _seen_ns(key: str) -> int:
-    stamp = key.rsplit("-", 1)[1].removesuffix(".json.zst")
+def _ns(stamp: str) -> int:
     created = layout.generation_created(stamp)
     return int(created.timestamp()) * 1_000_000_000 + created.microsecond * 1000
+
+
+def _seen_ns(key: str) -> int:
+    parsed = layout.parse_state_key(key)
+    assert parsed is not None, key  # listed under the state prefix
+    return _ns(parsed[1])
 
 
 def _state_as_of(store: Store, stream: str, generation: str, as_of_ns: int | None) -> Any:
@@ -113,65 +88,53 @@ def _state_as_of(store: Store, stream: str, generation: str, as_of_ns: int | Non
     return read_state(store, chosen[-1]), _seen_ns(chosen[-1])
 
 
-def _generation_as_of(store: Store, stream: str, as_of_ns: int | None) -> str:
-    files = catalog.data_files(store, stream)
-    names = sorted({f.name.generation for f in files})
-    if as_of_ns is not None:
-        names = [g for g in names if _created_ns(g) <= as_of_ns]
+def _generation_as_of(store: Store, stream: str, as_of_ns: int | None) -> catalog.Generation:
+    """The newest generation (created by ``as_of_ns``) of everything the archive holds,
+    data files or not: a stream recreated empty is restored empty, not as the older
+    incarnation. A generation whose runs continue an older one is that one."""
+    generations = catalog.read_stream(store, stream)
+    # A generation whose first run found the stream empty leaves only a state record.
+    for obj in store.list(f"{layout.stream_prefix(stream)}_state/"):
+        parsed = layout.parse_state_key(obj.key)
+        if parsed is not None and parsed[0] not in generations:
+            generations[parsed[0]] = catalog.Generation(parsed[0])
+    names = sorted(g for g in generations if as_of_ns is None or _ns(g) <= as_of_ns)
     if not names:
         raise UsageError(
-            f"the archive holds no messages of {stream}"
-            + (" from before --as-of" if as_of_ns is not None else ""),
-            hint="check --stream and --as-of against archiver ls",
+            f"the archive holds nothing of {stream} from before --as-of",
+            hint="check --as-of against archiver ls",
         )
-    return names[-1]
-
-
-def _created_ns(generation: str) -> int:
-    created = layout.generation_created(generation)
-    return int(created.timestamp()) * 1_000_000_000 + created.microsecond * 1000
-
-
-def keep_user_metadata(config: dict[str, Any]) -> None:
-    """Drop the ``_nats.*`` metadata the server writes itself (versions, API levels)."""
-    metadata = {
-        k: v for k, v in (config.get("metadata") or {}).items() if not k.startswith("_nats")
-    }
-    if metadata:
-        config["metadata"] = metadata
-    else:
-        config.pop("metadata", None)
-
-
-def final_config(
-    archived: dict[str, Any], target: str, overrides: Overrides
-) -> tuple[dict[str, Any], list[str]]:
-    """The archived configuration as the restored stream takes it, and what was left out."""
-    config = copy.deepcopy(archived)
-    config["name"] = target
-    dropped = [k for k in DROPPED if config.get(k) not in (None, [], 0)]
-    for key in DROPPED:
-        config.pop(key, None)
-    keep_user_metadata(config)
-    overrides.apply(config)
-    return config, [k for k in dropped if k != "first_seq"]
+    chosen = generations[names[-1]]
+    while chosen.continues and chosen.continues in generations:
+        chosen = generations[chosen.continues]
+    return chosen
 
 
 def plan_stream(
     store: Store, stream: str, target: str, as_of_ns: int | None, overrides: Overrides
 ) -> StreamPlan:
-    generation = _generation_as_of(store, stream, as_of_ns)
-    sel = Selection(stream=stream, generation=generation, until_ns=as_of_ns)
-    generation, files = select_files(store, sel)
-    state, seen_ns = _state_as_of(store, stream, generation, as_of_ns)
+    gen = _generation_as_of(store, stream, as_of_ns)
+    until_day = datetime.fromtimestamp(as_of_ns / 1e9, UTC).date() if as_of_ns else None
+    files = sorted(
+        (f for f in gen.files if until_day is None or f.name.day <= until_day),
+        key=lambda f: f.name.first_seq,
+    )
+    state, seen_ns = _state_as_of(store, stream, gen.name, as_of_ns)
     if state is not None:
         archived, consumers = state["config"], state.get("consumers") or []
-    else:
+    elif files:
         # Archives written before state records: each file's footer has the config.
-        newest = files[-1] if files else catalog.data_files(store, stream)[-1]
-        archived, consumers = json.loads(read_footer(store, newest).get("config", "{}")), []
+        archived, consumers = json.loads(read_footer(store, files[-1]).get("config", "{}")), []
+    else:
+        archived, consumers = {}, []
     if not archived.get("subjects") and not archived.get("mirror"):
         raise UsageError(f"the archive of {stream} records no configuration to restore it with")
+    if archived.get("allow_msg_counter"):
+        raise UsageError(
+            f"{stream} is a counter stream: the server adds up what is published to it, so "
+            "its messages cannot be put back as they were",
+            hint="restore the other streams with --stream",
+        )
     config, dropped = final_config(archived, target, overrides)
     durable = [c for c in consumers if (c.get("config") or {}).get("durable_name")]
     if overrides.replicas is not None:
@@ -179,35 +142,68 @@ def plan_stream(
             if int(consumer["config"].get("num_replicas") or 0) > overrides.replicas:
                 consumer["config"]["num_replicas"] = overrides.replicas
     plan = StreamPlan(
-        stream, target, generation, files, config, durable, seen_ns, as_of_ns, dropped=dropped
+        stream, target, gen.name, files, config, durable, seen_ns, as_of_ns, dropped=dropped
     )
     if config.get("retention") in ("workqueue", "interest") and durable:
         plan.from_seq = min(int(c.get("ack_floor_stream_seq") or 0) for c in durable) + 1
-    plan.unexplained = unexplained_holes(store, plan.selection, generation, files)
+    delivered = [int(c.get("delivered_stream_seq") or 0) for c in durable]
+    plan.end_seq = max([gen.end if as_of_ns is None else 0, *delivered])
+    plan.unexplained = unexplained_holes(store, plan.selection, gen.name, files) if files else []
     return plan
 
 
-def intake_config(final: dict[str, Any], intake: str, marker: dict[str, str]) -> dict[str, Any]:
-    """The stream's configuration while messages go back: the final one with limits off,
-    rollups allowed (KV purges carry ``Nats-Rollup``), deletes allowed (holes), the
-    shortest duplicate window, and one private subject that the server transforms back
-    into each message's own subject, so nothing but the restore can publish into it."""
-    config = copy.deepcopy(final)
-    config.update(LIMITS_OFF)
-    if final.get("retention") == "interest":
-        # With no consumer yet, an Interest stream keeps nothing; the server allows the
-        # change to Interest at the end, when the consumers come.
-        config["retention"] = "limits"
-    config.update(
-        {
-            "subjects": [f"{intake}.>"],
-            "subject_transform": {"src": f"{intake}.>", "dest": ">"},
-            "allow_rollup_hdrs": True,
-            "deny_delete": False,
-            "deny_purge": False,
-            "sealed": False,
-            "duplicate_window": 100_000_000,  # the server's minimum, 100 ms
-        }
-    )
-    config["metadata"] = {**(final.get("metadata") or {}), **marker}
-    return config
+@dataclass
+class Extent:
+    """What the archive will put back: the first and last seq, how many messages, and
+    the subject each hole's placeholder must have (see ``scan``)."""
+
+    first: int = 0
+    last: int = 0
+    count: int = 0
+    hole_subjects: dict[int, str] = field(default_factory=dict)
+
+
+_LAST_SUBJECT_SEQ = b"nats-expected-last-subject-sequence"
+
+
+def scan(store: Store, plan: StreamPlan) -> Extent:
+    """One pass over seqs and header blocks (no payloads).
+
+    A message carrying ``Nats-Expected-Last-Subject-Sequence: X`` was stored when the
+    last message on its subject was at X; when the archive lacks X (an update the
+    archiver never saw, superseded in between), the placeholder at X goes on that
+    subject, so the server's check holds again. Messages checking the stream's name
+    cannot go into a renamed stream: refused here, before anything is written.
+    """
+    found = Extent()
+    wanted: dict[int, str] = {}
+    columns = ["seq", "subject", "raw_headers"]
+    for table in iter_selected(store, plan.files, plan.selection, columns):
+        seqs = table.column("seq")
+        if not found.count:
+            found.first = int(seqs[0].as_py())
+        found.last = int(seqs[-1].as_py())
+        found.count += table.num_rows
+        checked = table.filter(
+            pc.fill_null(pc.match_substring(table["raw_headers"], "Nats-Expected-"), False)
+        )
+        for seq, subject, raw in iter_rows(iter([checked]), columns):
+            for line in raw.split(b"\r\n")[1:]:
+                key, _, value = line.partition(b":")
+                key = key.strip().lower()
+                if key == _LAST_SUBJECT_SEQ and value.strip().isdigit():
+                    wanted[int(value)] = subject
+                elif key == b"nats-expected-stream" and plan.target != plan.stream:
+                    raise UsageError(
+                        f"{plan.stream} seq {seq} carries Nats-Expected-Stream, which a stream "
+                        f"named {plan.target} refuses",
+                        hint=f"restore {plan.stream} under its own name",
+                    )
+    if wanted:
+        present: set[int] = set()
+        values = pa.array(sorted(wanted), pa.int64())
+        for table in iter_selected(store, plan.files, plan.selection, ["seq"]):
+            hits = table.filter(pc.is_in(table["seq"].cast(pa.int64()), value_set=values))
+            present.update(hits["seq"].to_pylist())
+        found.hole_subjects = {s: subj for s, subj in wanted.items() if s not in present}
+    return found

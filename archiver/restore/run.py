@@ -9,21 +9,31 @@ stopped) -> load the messages -> finish (archived configuration, consumers).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
 from archiver.config import Settings
-from archiver.errors import DataAtRisk, Interrupted, UnsafeActionRefused, UsageError
+from archiver.errors import (
+    ArchiverError,
+    DataAtRisk,
+    Interrupted,
+    UnsafeActionRefused,
+    UsageError,
+    stream_failure,
+)
 from archiver.format import catalog
 from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
 from archiver.render import Rows, worst
-from archiver.replay.selection import iter_selected
+from archiver.restore.config import Overrides
 from archiver.restore.load import Loader
-from archiver.restore.plan import Overrides, StreamPlan, plan_stream
-from archiver.restore.target import finish, prepare, refusal, stream_state
+from archiver.restore.plan import StreamPlan, plan_stream, scan
+from archiver.restore.target import assess, finish, prepare
 from archiver.store import open_store
 from archiver.store.base import Store
 from archiver.timefmt import format_ns
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,15 +74,20 @@ class StreamRestore:
     dropped: list[str] = field(default_factory=list)
     unexplained: list[list[int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    already_restored: bool = False
+    """The target already held exactly what this restore puts there (a finished restore,
+    or the very stream the archive was read from): nothing was done."""
+    error: str | None = None
+    error_exit: int = 0
 
     def as_json(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "error_exit"}
 
     @property
     def exit_code(self) -> int:
         if self.problems:
             return 2
-        return 3 if self.unexplained else 0
+        return max(self.error_exit, 3 if self.unexplained else 0)
 
 
 class RestoreResult(Rows[StreamRestore]):
@@ -98,8 +113,12 @@ class RestoreResult(Rows[StreamRestore]):
     def text(self) -> str:
         lines = [f"restore into {self.target_url}", super().text()]
         for row in self.streams:
+            if row.error:
+                lines.append(f"{row.target}: FAILED: {row.error}")
             if row.continued:
                 lines.append(f"{row.target}: continued an interrupted restore")
+            if row.already_restored:
+                lines.append(f"{row.target}: already holds exactly this restore; nothing done")
             if row.dropped:
                 lines.append(f"{row.target}: not restored: {', '.join(row.dropped)}")
             if row.unexplained:
@@ -112,18 +131,6 @@ class RestoreResult(Rows[StreamRestore]):
     @property
     def exit_code(self) -> int:
         return worst([row.exit_code for row in self.streams])
-
-
-def _extent(store: Store, plan: StreamPlan) -> tuple[int, int, int]:
-    """First and last seq and message count of what will be restored."""
-    first = last = count = 0
-    for table in iter_selected(store, plan.files, plan.selection, ["seq"]):
-        seqs = table.column("seq")
-        if not count:
-            first = int(seqs[0].as_py())
-        last = int(seqs[-1].as_py())
-        count += table.num_rows
-    return first, last, count
 
 
 async def restore(settings: Settings, opts: RestoreOptions) -> RestoreResult:
@@ -142,6 +149,12 @@ async def restore(settings: Settings, opts: RestoreOptions) -> RestoreResult:
             if opts.streams:
                 raise  # named, so expected: say why it cannot be
             skipped.append(f"{name} ({exc})")
+    for plan in plans:
+        if not opts.consumers and plan.config.get("retention") == "interest":
+            # An Interest stream without consumers keeps nothing: the server would drop
+            # every restored message the moment it turned Interest.
+            plan.config["retention"] = "limits"
+            plan.dropped.append("retention interest (kept limits: --no-consumers)")
     lacking = [p for p in plans if p.unexplained]
     if lacking and not opts.allow_gaps and not opts.dry_run:
         shown = "; ".join(
@@ -166,6 +179,12 @@ async def restore(settings: Settings, opts: RestoreOptions) -> RestoreResult:
         for plan in plans:
             try:
                 rows.append(await _restore_stream(nc, store, plan, opts))
+            except Interrupted:
+                raise
+            except ArchiverError as exc:
+                # One stream's failure is reported with it; the others are still restored.
+                rows.append(StreamRestore(plan.stream, plan.target, plan.generation, 0, 0, 0))
+                rows[-1].error, rows[-1].error_exit = stream_failure(exc, plan.stream, log)
             except asyncio.CancelledError:
                 done = ", ".join(r.target for r in rows) or "none"
                 raise Interrupted(
@@ -182,35 +201,38 @@ async def _restore_stream(
     nc: RawClient, store: Store, plan: StreamPlan, opts: RestoreOptions
 ) -> StreamRestore:
     started = time.monotonic()
-    first, last, count = await asyncio.to_thread(_extent, store, plan)
+    extent = await asyncio.to_thread(scan, store, plan)
+    # A stream whose archive holds no message (all expired, say) still comes back, at
+    # the seq the source would have given its next message, configured, with consumers.
+    start = plan.from_seq or (extent.first if extent.count else plan.end_seq + 1)
+    end = max(extent.last, plan.end_seq, start - 1)
     row = StreamRestore(
         stream=plan.stream,
         target=plan.target,
         generation=plan.generation,
-        first_seq=first,
-        last_seq=last,
-        messages=count,
-        holes=max(0, last - first + 1 - count) if count else 0,
+        first_seq=start,
+        last_seq=end,
+        messages=extent.count,
+        holes=end - start + 1 - extent.count,
         consumers=len(plan.consumers) if opts.consumers else 0,
         dry_run=opts.dry_run,
         config_as_of=format_ns(plan.state_seen_ns) if plan.state_seen_ns else None,
-        dropped=plan.dropped,
+        dropped=list(plan.dropped),
         unexplained=[[a, b] for a, b in plan.unexplained],
     )
     if opts.dry_run:
-        why = refusal(plan, await stream_state(nc, plan.target))
-        if why:
-            row.problems.append(why)
+        found = await assess(nc, store, plan, extent, start)
+        if found.action == "refuse":
+            row.problems.append(found.why)
         if plan.unexplained and not opts.allow_gaps:
             row.problems.append("the archive cannot account for some seqs; --allow-gaps")
         return row
-    # A stream whose archive holds no message (all expired, say) still comes back,
-    # configured and with its consumers: services expect it to exist.
-    target = await prepare(nc, store, plan, first)
-    row.continued = target.continued
-    if not target.loaded:
-        loader = Loader(nc, plan, target.intake, opts.progress)
-        await loader.load(store, target.after, count)
-    row.consumers = await finish(nc, plan, target, opts.consumers)
+    target = await prepare(nc, store, plan, extent, start)
+    row.continued, row.already_restored = target.continued, target.done
+    row.dropped += [f"{key} (the target server does not know it)" for key in target.ignored]
+    if not target.done:
+        if not target.loaded:
+            await Loader(nc, plan, extent, target.intake, opts.progress).load(store, target.after)
+        row.consumers = await finish(nc, plan, extent, target, opts.consumers)
     row.seconds = round(time.monotonic() - started, 3)
     return row

@@ -1,6 +1,6 @@
 """The restored stream on the target server: created for the restore, continued after
-an interruption, refused when it is anything else, and finished with its archived
-configuration and its durable consumers.
+an interruption, recognised when already restored, refused when it is anything else,
+and finished with its archived configuration and its durable consumers.
 
 A stream being restored carries ``MARKER`` in its metadata (which archive stream and
 generation, and its private intake subject) until the last step removes it, so a restore
@@ -13,7 +13,7 @@ import copy
 import json
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from archiver import failpoints
@@ -21,14 +21,17 @@ from archiver.errors import ApiError, SourceError, UnsafeActionRefused
 from archiver.nats.api import STREAM_NOT_FOUND, get_message
 from archiver.nats.conn import RawClient, js_api
 from archiver.replay.selection import Selection, iter_rows, iter_selected
-from archiver.restore.load import HOLE_SUBJECT, WINDOW
-from archiver.restore.plan import StreamPlan, intake_config, keep_user_metadata
+from archiver.restore.config import consumer_config, intake_config
+from archiver.restore.load import WINDOW
+from archiver.restore.plan import HOLE_SUBJECT, Extent, StreamPlan
 from archiver.store.base import Store
 
 log = logging.getLogger(__name__)
 
 MARKER = "nats-archiver.restore"
 CONSUMER_NOT_FOUND = 10014
+NO_MESSAGE = (10037, 10043)  # no message found; sequence not found
+_FITTING = ("replica", "peer", "placement", "storage", "cluster", "resources")
 
 
 @dataclass
@@ -40,7 +43,11 @@ class Target:
     """The highest seq already in place: the load continues after it."""
     loaded: bool = False
     """Every message is in place and the archived configuration applied."""
+    done: bool = False
+    """The stream already holds this restore, finished: nothing left to do."""
     continued: bool = False
+    ignored: list[str] = field(default_factory=list)
+    """Configuration the target server does not know (an older server): left out."""
 
 
 async def stream_state(nc: RawClient, name: str) -> dict[str, Any] | None:
@@ -57,57 +64,114 @@ def _marker(plan: StreamPlan, intake: str) -> dict[str, str]:
     return {MARKER: json.dumps(body, sort_keys=True)}
 
 
-def refusal(plan: StreamPlan, info: dict[str, Any] | None) -> str | None:
-    """Why the target cannot take this restore, or None."""
-    if info is None:
-        return None
+def _ours(info: dict[str, Any]) -> dict[str, Any] | None:
     raw = (info["config"].get("metadata") or {}).get(MARKER)
-    messages = int(info["state"].get("messages", 0))
-    if raw is not None:
-        ours = json.loads(raw)
-        if (ours.get("stream"), ours.get("generation")) != (plan.stream, plan.generation):
-            return (
-                f"target stream {plan.target} is being restored from {ours.get('stream')} "
-                f"generation {ours.get('generation')}, not this one; nothing was changed"
-            )
-        return None
-    if messages:
-        return (
-            f"target stream {plan.target} exists and holds {messages} messages; nothing was changed"
-        )
-    return None
+    return json.loads(raw) if raw is not None else None
 
 
-async def prepare(nc: RawClient, store: Store, plan: StreamPlan, first_seq: int) -> Target:
-    """Create the stream for the restore, or find where an interrupted one stopped."""
+def _pristine(info: dict[str, Any]) -> bool:
+    """A stream of that name that never held anything and has no consumers."""
+    state = info["state"]
+    return not state.get("last_seq") and not state.get("consumer_count")
+
+
+@dataclass
+class Assessment:
+    """What the target holds under the plan's name, and so what the restore will do."""
+
+    action: str
+    """``create`` (no such stream, or one that never held anything), ``continue`` (this
+    restore, interrupted), ``done`` (this restore, finished) or ``refuse``."""
+    why: str = ""
+    after: int = 0
+    intake: str = ""
+    loaded: bool = False
+
+
+async def assess(
+    nc: RawClient, store: Store, plan: StreamPlan, extent: Extent, start: int
+) -> Assessment:
+    """Look at the target without changing anything."""
     info = await stream_state(nc, plan.target)
-    why = refusal(plan, info)
-    if why:
-        raise UnsafeActionRefused(
-            why, hint="restore into a server without it, --rename it, or delete it first"
-        )
-    if info is None or MARKER not in (info["config"].get("metadata") or {}):
-        intake = f"_archiver_restore.{secrets.token_hex(8)}"
-        config = intake_config(plan.config, intake, _marker(plan, intake))
-        verb = "CREATE" if info is None else "UPDATE"  # an empty stream of that name
-        try:
-            await js_api(nc, f"$JS.API.STREAM.{verb}.{plan.target}", config)
-        except ApiError as exc:
-            raise SourceError(
-                f"the target cannot make stream {plan.target} as archived: {exc.description}",
-                hint="--replicas, --storage and --placement-* fit it to a smaller cluster",
-            ) from exc
-        await _start_at(nc, plan.target, first_seq)
-        return Target(intake, first_seq - 1)
-    intake = json.loads(info["config"]["metadata"][MARKER])["intake"]
+    if info is None or _pristine(info):
+        return Assessment("create")
+    ours = _ours(info)
     last = int(info["state"].get("last_seq", 0))
+    if ours is None:
+        # No marker: a finished restore of this very archive, if it ends exactly here.
+        end = max(extent.last, plan.end_seq, start - 1)
+        same_stream = info["config"].get("subjects") == plan.config.get("subjects")
+        if (
+            same_stream
+            and last == end
+            and await _first_difference(nc, store, plan, extent, start, last) is None
+        ):
+            return Assessment("done", after=last)
+        messages = int(info["state"].get("messages", 0))
+        return Assessment(
+            "refuse",
+            f"target stream {plan.target} exists and holds {messages} messages; "
+            "nothing was changed",
+        )
+    if (ours.get("stream"), ours.get("generation")) != (plan.stream, plan.generation):
+        return Assessment(
+            "refuse",
+            f"target stream {plan.target} is being restored from {ours.get('stream')} "
+            f"generation {ours.get('generation')}, not this one; nothing was changed",
+        )
+    intake = str(ours["intake"])
     if info["config"].get("subjects") != [f"{intake}.>"]:
-        return Target(intake, last, loaded=True, continued=True)
-    if last < first_seq - 1:
-        await _start_at(nc, plan.target, first_seq)
-        return Target(intake, first_seq - 1, continued=True)
-    await _check_tail(nc, store, plan, max(first_seq, last - WINDOW), last)
-    return Target(intake, last, continued=True)
+        return Assessment("continue", after=last, intake=intake, loaded=True)
+    if last >= start:
+        differs = await _first_difference(nc, store, plan, extent, start, last)
+        if differs is not None:
+            return Assessment(
+                "refuse",
+                f"target stream {plan.target} does not hold an exact prefix of the archive "
+                f"(seq {differs} differs); nothing was changed",
+            )
+    return Assessment("continue", after=max(last, start - 1), intake=intake)
+
+
+async def prepare(
+    nc: RawClient, store: Store, plan: StreamPlan, extent: Extent, start: int
+) -> Target:
+    """Create the stream for the restore, or find where an interrupted one stopped."""
+    found = await assess(nc, store, plan, extent, start)
+    if found.action == "refuse":
+        hint = (
+            f"delete stream {plan.target} on the target and run the restore again"
+            if "exact prefix" in found.why
+            else "restore into a server without it, --rename it, or delete it first"
+        )
+        raise UnsafeActionRefused(found.why, hint=hint)
+    if found.action == "create":
+        info = await stream_state(nc, plan.target)
+        return await _create(nc, plan, start, "CREATE" if info is None else "UPDATE")
+    if found.action == "done":
+        return Target("", found.after, loaded=True, done=True)
+    if not found.loaded and found.after < start:
+        await _start_at(nc, plan.target, start)  # killed between creating and the purge
+    return Target(found.intake, max(found.after, start - 1), loaded=found.loaded, continued=True)
+
+
+async def _create(nc: RawClient, plan: StreamPlan, start: int, verb: str) -> Target:
+    intake = f"_archiver_restore.{secrets.token_hex(8)}"
+    config = intake_config(plan.config, intake, _marker(plan, intake))
+    try:
+        made = await js_api(nc, f"$JS.API.STREAM.{verb}.{plan.target}", config)
+    except ApiError as exc:
+        fitting = any(word in exc.description.lower() for word in _FITTING)
+        raise SourceError(
+            f"the target cannot make stream {plan.target} as archived: {exc.description}",
+            hint="--replicas, --storage and --placement-* fit it to a smaller cluster"
+            if fitting
+            else "nothing was written; see what the server says",
+        ) from exc
+    taken = made.get("config", {})
+    ignored = sorted(k for k in plan.config if k not in taken and k != "metadata")
+    await _start_at(nc, plan.target, start)
+    return Target(intake, start - 1, ignored=ignored)
 
 
 async def _start_at(nc: RawClient, stream: str, first_seq: int) -> None:
@@ -116,53 +180,89 @@ async def _start_at(nc: RawClient, stream: str, first_seq: int) -> None:
         await js_api(nc, f"$JS.API.STREAM.PURGE.{stream}", {"seq": first_seq})
 
 
-async def _check_tail(nc: RawClient, store: Store, plan: StreamPlan, lo: int, hi: int) -> None:
-    """An interrupted restore left an exact prefix of the archive: any shift could only
-    be among its last ``WINDOW`` seqs (see ``load``), so those are compared one by one."""
-    sel = Selection(plan.stream, plan.generation, from_seq=lo, to_seq=hi, until_ns=plan.until_ns)
+async def _first_difference(
+    nc: RawClient, store: Store, plan: StreamPlan, extent: Extent, start: int, last: int
+) -> int | None:
+    """The first of the target's newest ``WINDOW`` seqs up to ``last`` that is not the
+    archive's, or None.
+
+    An interrupted restore leaves an exact prefix: a shift could only be among its last
+    WINDOW seqs (see ``load``). A hole must be empty or hold its placeholder; an
+    archived message must be there byte for byte, or gone the way the server removes
+    messages itself: rolled up by a later ``Nats-Rollup`` message, or expired by its TTL.
+    """
+    lo = max(start, last - WINDOW, 1)
+    if lo > last:
+        return None
+    sel = Selection(plan.stream, plan.generation, from_seq=lo, to_seq=last, until_ns=plan.until_ns)
     columns = ["seq", "subject", "raw_headers", "data"]
-    archived = {
-        row[0]: row[1:]
-        for row in iter_rows(iter_selected(store, plan.files, sel, columns), columns)
-    }
-    for seq in range(lo, hi + 1):
+    rows = iter_rows(iter_selected(store, plan.files, sel, columns), columns)
+    archived = {row[0]: row[1:] for row in rows}
+    rollups = [(seq, rollup_of(raw), subject) for seq, (subject, raw, _) in archived.items()]
+    for seq in range(lo, last + 1):
         stored = await get_message(nc, plan.target, seq)
         want = archived.get(seq)
         if want is None:
-            same = stored is None or stored.subject == HOLE_SUBJECT
-        else:
-            same = stored is not None and (stored.subject, stored.raw_headers, stored.data) == want
-        if not same:
-            raise UnsafeActionRefused(
-                f"target stream {plan.target} does not hold an exact prefix of the archive "
-                f"(seq {seq} differs); nothing was changed",
-                hint=f"delete stream {plan.target} on the target and run the restore again",
+            placeholder = (HOLE_SUBJECT, extent.hole_subjects.get(seq))
+            same = stored is None or (stored.subject in placeholder and not stored.data)
+        elif stored is None:
+            subject, raw, _ = want
+            same = b"nats-ttl:" in (raw or b"").lower() or any(
+                later > seq and (kind == b"all" or (kind == b"sub" and on == subject))
+                for later, kind, on in rollups
             )
+        else:
+            same = (stored.subject, stored.raw_headers, stored.data) == want
+        if not same:
+            return seq
+    return None
 
 
-def consumer_config(recorded: dict[str, Any], retention: str | None) -> dict[str, Any]:
-    """A recorded durable consumer's configuration, delivering from the first seq after
-    its acknowledged floor: what was delivered but not acknowledged comes again. On a
-    WorkQueue stream (which takes only deliver-all consumers) the restored stream itself
-    starts after the floor."""
-    config: dict[str, Any] = copy.deepcopy(recorded["config"])
-    config.pop("opt_start_time", None)
-    if retention == "workqueue":
-        config["deliver_policy"] = "all"
-        config.pop("opt_start_seq", None)
-    else:
-        config["deliver_policy"] = "by_start_sequence"
-        config["opt_start_seq"] = int(recorded.get("ack_floor_stream_seq") or 0) + 1
-    keep_user_metadata(config)
-    return config
+def rollup_of(raw: bytes | None) -> bytes | None:
+    """A message's ``Nats-Rollup`` value (``sub`` or ``all``), lower case, if any."""
+    for line in (raw or b"").split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"nats-rollup":
+            return value.strip().lower()
+    return None
 
 
-async def finish(nc: RawClient, plan: StreamPlan, target: Target, consumers: bool) -> int:
-    """Purge the placeholders, apply the archived configuration, recreate the durable
+async def remove_placeholders(nc: RawClient, name: str, extent: Extent) -> None:
+    """Turn every placeholder into the hole it stands for."""
+    for seq in sorted(extent.hole_subjects):  # placeholders on messages' own subjects
+        try:
+            await js_api(nc, f"$JS.API.STREAM.MSG.DELETE.{name}", {"seq": seq})
+        except ApiError as exc:
+            # Gone already: rolled up, or removed by the per-subject limit (2.10 answers
+            # "no message found" with a code of its own).
+            if exc.err_code not in NO_MESSAGE and "no message" not in exc.description:
+                raise
+    await js_api(nc, f"$JS.API.STREAM.PURGE.{name}", {"filter": HOLE_SUBJECT})
+
+
+async def finish(
+    nc: RawClient, plan: StreamPlan, extent: Extent, target: Target, consumers: bool
+) -> int:
+    """Remove the placeholders, apply the archived configuration, recreate the durable
     consumers, then drop the marker; the number of consumers in place."""
     name = plan.target
+    try:
+        return await _finish(nc, plan, extent, target, consumers)
+    except ApiError as exc:
+        raise SourceError(
+            f"stream {name} holds every restored message but could not be finished "
+            f"(configuration and consumers): {exc.description}",
+            hint="it keeps its restore marker: fix what the server says and run the same "
+            "command again, which finishes it",
+        ) from exc
+
+
+async def _finish(
+    nc: RawClient, plan: StreamPlan, extent: Extent, target: Target, consumers: bool
+) -> int:
+    name = plan.target
     if not target.loaded:
-        await js_api(nc, f"$JS.API.STREAM.PURGE.{name}", {"filter": HOLE_SUBJECT})
+        await remove_placeholders(nc, name, extent)
         marked = copy.deepcopy(plan.config)
         marked["metadata"] = {**(plan.config.get("metadata") or {}), **_marker(plan, target.intake)}
         marked["sealed"] = False  # a sealed stream takes no more updates

@@ -96,10 +96,16 @@ class Loader:
             if publisher.refused is None or isinstance(exc, Shifted):
                 raise
             seq, why = publisher.refused
+            hint = "running again will not help; restore the other streams with --stream"
+            if "10071" in why:  # wrong last sequence for the subject
+                hint += (
+                    "; a clustered stream on nats-server before 2.12.8 checks "
+                    "Nats-Expected-Last-Subject-Sequence against the restore's intake "
+                    "subject: restore with --replicas 1 and raise the replicas afterwards"
+                )
             raise SourceError(
                 f"the target refused archived seq {seq} of {self.plan.stream}: {why}",
-                hint="running again will not help; restore the other streams with --stream "
-                "(or --allow-gaps where a header check refers to a lost seq)",
+                hint=hint,
             ) from exc
         finally:
             if bar is not None:

@@ -102,7 +102,10 @@ def test_a_stopped_run_releases_its_lease_and_spool_and_says_so(
     again = run_cli("run", "--nats-url", nats.url, "--policy", str(policy), "--json")
     assert again.returncode == 0, again.stderr
     (row,) = json.loads(again.stdout)
-    assert row["skipped"] is None and row["from_seq"] == 501
+    # The stopped run committed its whole files and nothing else: one, or two when the
+    # freeze came on the write that filled the second (a reader's batches vary in size,
+    # and the cutter's thread finishes the commit it was in the middle of).
+    assert row["skipped"] is None and row["from_seq"] in (501, 1001)
     seqs = read_archive(open_store(str(root)), tmp_path)
     assert sorted(seqs.column("seq").to_pylist()) == list(range(1, N + 1))
 

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 # bench_archive imports common first, which puts bench/ and tests/ on sys.path.
 from bench_archive import LocalTargets, ThreadProfiles, print_stats, run_archiver, total_time
+from ceiling import protocol_publish
 from common import (
     HERE,
     MB,
@@ -164,6 +165,27 @@ async def raw_publish(url: str, files: list[Path], count: int, window: int) -> d
         "payload_bytes": nbytes,
         "stream_messages": state.messages,
     }
+
+
+CEILING_STREAM, CEILING_PREFIX = "CEILING", "ceil"
+
+
+async def ceiling_publish(server: NatsServer, files: list[Path], count: int) -> dict[str, Any]:
+    """The publish ceiling into a fresh stream CEILING, deleted afterwards."""
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(
+            name=CEILING_STREAM, subjects=[f"{CEILING_PREFIX}.>"], storage=StorageType.FILE
+        )
+        found = await protocol_publish(server.port, files, count, CEILING_PREFIX, window=2000)
+        state = (await js.stream_info(CEILING_STREAM)).state
+        await js.delete_stream(CEILING_STREAM)
+    finally:
+        await nc.close()
+    if state.messages != count:
+        raise RuntimeError(f"ceiling publish: {CEILING_STREAM} holds {state.messages}")
+    return found
 
 
 # --------------------------------------------------------------------------- archiver
@@ -395,7 +417,16 @@ def table(doc: dict[str, Any]) -> str:
         ("fill (pipelined acked publish)", fill, ""),
         ("archive (archiver run, setup)", archive, f"peak RSS {archive['peak_rss_mb']:.0f} MB"),
         (f"raw: nats-py publish_async w={raw['window']}", raw, "raw limit"),
-        ("archiver replay, publish pass", rep, f"x{rep['ratio_to_raw']:.2f} of raw"),
+        (
+            "ceiling: bare-protocol publish",
+            doc["ceiling"],
+            "the protocol's limit here, every PubAck checked",
+        ),
+        (
+            "archiver replay, publish pass",
+            rep,
+            f"x{rep['ratio_to_ceiling']:.2f} of the ceiling, x{rep['ratio_to_raw']:.2f} of raw",
+        ),
         (
             "archiver replay, whole child",
             wall_row,
@@ -507,7 +538,7 @@ def measure(args: argparse.Namespace, server: NatsServer, scratch: Path) -> dict
     if len(sample) != len(sample_seqs):
         raise RuntimeError(f"the archive holds {len(sample)} of {len(sample_seqs)} sampled seqs")
 
-    raw_runs, replay_runs = [], []
+    raw_runs, ceiling_runs, replay_runs = [], [], []
     for attempt in range(args.repeat):
         tag = f" ({attempt + 1}/{args.repeat})" if args.repeat > 1 else ""
         say(f"raw: nats-py publish_async into {RAW_STREAM}, window {args.raw_window}{tag} ...")
@@ -515,6 +546,12 @@ def measure(args: argparse.Namespace, server: NatsServer, scratch: Path) -> dict
         raw_runs.append(asyncio.run(raw_publish(server.url, files, args.messages, args.raw_window)))
         raw_runs[-1]["foreign_cpu_s"] = others.seconds()
         say(f"  {raw_runs[-1]['msgs_per_s']:,} msgs/s")
+
+        say(f"ceiling: bare-protocol pipelined publish into {CEILING_STREAM}{tag} ...")
+        others.seconds()
+        ceiling_runs.append(asyncio.run(ceiling_publish(server, files, args.messages)))
+        ceiling_runs[-1]["foreign_cpu_s"] = others.seconds()
+        say(f"  {ceiling_runs[-1]['msgs_per_s']:,} msgs/s")
 
         say(f"archiver replay into {RESTORE_STREAM}{tag} ...")
         asyncio.run(create_restore(server.url))
@@ -541,7 +578,10 @@ def measure(args: argparse.Namespace, server: NatsServer, scratch: Path) -> dict
     rep = summarize_runs(replay_runs)
     rep["all_peak_rss_mb"] = [r["peak_rss_mb"] for r in replay_runs]
     rep["peak_rss_mb"] = max(rep["all_peak_rss_mb"])  # memory is judged by the worst run
+    ceiling = summarize_runs(ceiling_runs)
     rep["ratio_to_raw"] = round(rep["msgs_per_s"] / raw["msgs_per_s"], 3)
+    rep["ratio_to_ceiling"] = round(rep["msgs_per_s"] / ceiling["msgs_per_s"], 3)
+    raw["ratio_to_ceiling"] = round(raw["msgs_per_s"] / ceiling["msgs_per_s"], 3)
     rep["wall_ratio_to_raw"] = round(rep["wall_msgs_per_s"] / raw["msgs_per_s"], 3)
     problems = [p for r in replay_runs for p in r["verify"]["problems"]]
     return {
@@ -560,6 +600,7 @@ def measure(args: argparse.Namespace, server: NatsServer, scratch: Path) -> dict
         "fill": fill,
         "archive": archive,
         "raw": raw,
+        "ceiling": ceiling,
         "replay": rep,
         "store_url": target.store_url,
         "verify": {**rep["verify"], "ok": not problems, "problems": problems},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +32,14 @@ def parse_rfc3339_ns(text: str) -> int:
 def format_ns(ns: int) -> str:
     """Integer nanoseconds -> ``2026-11-26T19:40:37.123456789Z``."""
     secs, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    return f"{_second(secs)}.{frac:09d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second(secs: int) -> str:
+    # Messages come a second at a time: replay formats each one's time, and the date
+    # part costs as much as the rest of its header block.
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_time_bound(text: str, now: datetime | None = None) -> int:

@@ -348,3 +348,25 @@ def test_a_failing_on_acked_stops_the_publisher_but_not_the_connection(
             await nc.close()
 
     run(case)
+
+
+def test_plain_acks_are_read_as_json_would_read_them() -> None:
+    """The fast path for ordinary PubAcks agrees with ``json.loads`` on every shape the
+    servers send, and leaves the rest (errors, escapes) to it."""
+    import json
+
+    from archiver.nats.publisher import _plain_ack
+
+    acks = [
+        b'{"stream":"RESTORE", "seq":10}',  # 2.10
+        b'{"stream":"RESTORE","seq":18446744073709551}',
+        b'{"stream":"T","seq":10,"duplicate": true}',
+        b'{"stream":"T","seq":10,"duplicate":true}',
+        b'{"stream":"T","domain":"hub","seq":7}',
+        b'{"stream":"KV_a b","seq":3,"duplicate":false}',
+    ]
+    for raw in acks:
+        parsed = json.loads(raw)
+        assert _plain_ack(raw) == (parsed["stream"], parsed["seq"], parsed.get("duplicate", False))
+    for raw in (b'{"error":{"code":503,"description":"x"}}', b'{"stream":"a\\"b","seq":1}'):
+        assert _plain_ack(raw) is None

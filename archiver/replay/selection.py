@@ -205,7 +205,11 @@ def iter_selected(
             if not _group_may_match(meta, group, seq_col, time_col, sel):
                 continue
             table = opened.row_group(group, needed)
-            selected = table.filter(_row_mask(table, sel))
+            mask = _row_mask(table, sel)
+            if pc.all(mask).as_py():
+                yield table.select(columns)  # no copy of a whole row group for nothing
+                continue
+            selected = table.filter(mask)
             if selected.num_rows:
                 yield selected.select(columns)
 

@@ -101,6 +101,24 @@ class FastParser(Parser):
                 if not self._control_line(bytes(view[pos:eol]), headers):
                     return True
                 pos = eol + 2
+                # The common case: the whole frame is in the buffer and its subscription
+                # is raw. Handled here, without going round the state machine.
+                end = pos + self.needed
+                if size < end + 2:
+                    continue
+                arg = self.msg_arg
+                handler = raw.get(arg["sid"])
+                if handler is None:
+                    continue
+                split = pos + self.header_needed
+                header = bytes(view[pos:split]) if self.header_needed else None
+                payload = bytes(view[split:end])
+                pos = end + 2
+                self.state = AWAITING_CONTROL_LINE
+                self.header_needed = 0
+                stats["in_msgs"] += 1
+                stats["in_bytes"] += len(payload)
+                handler(arg["subject"], arg["reply"], payload, header)
             return False
         finally:
             view.release()
@@ -113,21 +131,21 @@ class FastParser(Parser):
         digits). False for anything else, which nats-py's parser then judges."""
         fields = line.split(b" ")
         count = len(fields) - (1 if headers else 0)
-        if count not in (4, 5) or not all(fields):
+        if count not in (4, 5) or not (fields[1] and fields[count - 2]):
             return False
-        numbers = fields[-2:] if headers else fields[-1:]
-        if not (fields[2].isdigit() and all(n.isdigit() for n in numbers)):
+        sid, needed = fields[2], fields[-1]
+        header = fields[-2] if headers else b"0"
+        if not (sid.isdigit() and needed.isdigit() and header.isdigit()):
             return False
-        needed = int(fields[-1])
-        header_needed = int(fields[-2]) if headers else 0
-        if header_needed > needed:
+        needed_n, header_needed = int(needed), int(header)
+        if header_needed > needed_n:
             return False
         self.msg_arg = {
             "subject": fields[1],
-            "sid": int(fields[2]),
+            "sid": int(sid),
             "reply": fields[3] if count == 5 else b"",
         }
-        self.needed = needed
+        self.needed = needed_n
         self.header_needed = header_needed
         self.state = AWAITING_MSG_PAYLOAD
         return True

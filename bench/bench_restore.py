@@ -31,7 +31,14 @@ from typing import Any
 
 import nats
 from bench_archive import LocalTargets
-from bench_replay import archive_once, create_restore, delete_restore, load_sample, raw_publish
+from bench_replay import (
+    archive_once,
+    ceiling_publish,
+    create_restore,
+    delete_restore,
+    load_sample,
+    raw_publish,
+)
 from bench_replay import run_replay as run_replay_child
 from common import (
     HERE,
@@ -114,13 +121,17 @@ def measure(args: Any, server: NatsServer, target: NatsServer, scratch: Path) ->
     seqs = sorted(random.Random(7).sample(range(1, args.messages + 1), args.sample))
     sample = load_sample(files, seqs)
     others = ForeignCpu()
-    raw_runs, replay_runs, restore_runs = [], [], []
+    raw_runs, ceiling_runs, replay_runs, restore_runs = [], [], [], []
     for attempt in range(args.repeat):
         tag = f" ({attempt + 1}/{args.repeat})" if args.repeat > 1 else ""
         say(f"raw: nats-py publish_async{tag} ...")
         others.seconds()
         raw_runs.append(asyncio.run(raw_publish(server.url, files, args.messages, 2000)))
         raw_runs[-1]["foreign_cpu_s"] = others.seconds()
+        say(f"ceiling: bare-protocol publish{tag} ...")
+        others.seconds()
+        ceiling_runs.append(asyncio.run(ceiling_publish(server, files, args.messages)))
+        ceiling_runs[-1]["foreign_cpu_s"] = others.seconds()
         say(f"archiver replay{tag} ...")
         asyncio.run(create_restore(server.url))
         try:
@@ -141,6 +152,7 @@ def measure(args: Any, server: NatsServer, target: NatsServer, scratch: Path) ->
         say(f"  {restored['msgs_per_s']:,} msgs/s, peak RSS {restored['peak_rss_mb']} MB")
         restore_runs.append(restored)
     raw, rep, res = (summarize_runs(r) for r in (raw_runs, replay_runs, restore_runs))
+    ceiling = summarize_runs(ceiling_runs)
     res["peak_rss_mb"] = max(r["peak_rss_mb"] for r in restore_runs)
     problems = [p for r in restore_runs for p in r["problems"]]
     return {
@@ -150,8 +162,17 @@ def measure(args: Any, server: NatsServer, target: NatsServer, scratch: Path) ->
         "fill": fill,
         "archive": archive,
         "raw": raw,
-        "replay": {**rep, "ratio_to_raw": round(rep["msgs_per_s"] / raw["msgs_per_s"], 3)},
-        "restore": {**res, "ratio_to_raw": round(res["msgs_per_s"] / raw["msgs_per_s"], 3)},
+        "ceiling": ceiling,
+        "replay": {
+            **rep,
+            "ratio_to_raw": round(rep["msgs_per_s"] / raw["msgs_per_s"], 3),
+            "ratio_to_ceiling": round(rep["msgs_per_s"] / ceiling["msgs_per_s"], 3),
+        },
+        "restore": {
+            **res,
+            "ratio_to_raw": round(res["msgs_per_s"] / raw["msgs_per_s"], 3),
+            "ratio_to_ceiling": round(res["msgs_per_s"] / ceiling["msgs_per_s"], 3),
+        },
         "verify": {"ok": not problems, "problems": problems, "sampled": len(sample)},
         "verdict": {"rss_above_limit": res["peak_rss_mb"] > RSS_LIMIT_MB},
     }
@@ -159,11 +180,20 @@ def measure(args: Any, server: NatsServer, target: NatsServer, scratch: Path) ->
 
 def table(doc: dict[str, Any]) -> str:
     raw, rep, res = doc["raw"], doc["replay"], doc["restore"]
-    lines = [f"{'':34} {'msgs/s':>10} {'seconds':>8}  vs raw"]
+    lines = [f"{'':34} {'msgs/s':>10} {'seconds':>8}  vs ceiling, vs nats-py"]
     for name, r, ratio in (
+        ("ceiling: bare-protocol publish", doc["ceiling"], ""),
         ("raw: nats-py publish_async w=2000", raw, ""),
-        ("archiver replay, publish pass", rep, f"x{rep['ratio_to_raw']:.2f}"),
-        ("archiver restore, its own seconds", res, f"x{res['ratio_to_raw']:.2f}"),
+        (
+            "archiver replay, publish pass",
+            rep,
+            f"x{rep['ratio_to_ceiling']:.2f}, x{rep['ratio_to_raw']:.2f}",
+        ),
+        (
+            "archiver restore, its own seconds",
+            res,
+            f"x{res['ratio_to_ceiling']:.2f}, x{res['ratio_to_raw']:.2f}",
+        ),
     ):
         lines.append(f"{name:34} {r['msgs_per_s']:>10,} {r['seconds']:>8.2f}  {ratio}")
     fill = doc["fill"]

@@ -132,3 +132,22 @@ def test_batches_are_handed_over_as_they_fill(nats: NatsServer) -> None:
 
     sizes = asyncio.run(case())
     assert sum(sizes) == 5000 and max(sizes) <= 1500 and len(sizes) >= 4
+
+
+def test_the_reader_takes_seq_time_and_pending_from_both_reply_subject_forms() -> None:
+    """$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ns>.<pending>, and the
+    12-token form with a domain and an account hash in front and a random token after."""
+    from archiver.nats.reader import ConsumerReader
+
+    reader = ConsumerReader(None, "AUTH", 1, 10)  # type: ignore[arg-type]
+    reader._asked = 10
+    replies = [
+        b"$JS.ACK.AUTH.archiver-0123456789abcdef.1.7.1.1700000000123456789.3",
+        b"$JS.ACK.hub.ACCHASH.AUTH.archiver-0123456789abcdef.1.8.2.1700000000223456789.0.rnd42",
+    ]
+    for reply in replies:
+        reader._on_frame(b"auth.a", reply, b"x", None)
+    batch = reader._batch
+    assert batch.seqs == [7, 8] and batch.subjects == ["auth.a", "auth.a"]
+    assert batch.times_ns == [1700000000123456789, 1700000000223456789]
+    assert reader._finished, "pending 0 ends the read"

@@ -98,57 +98,51 @@ class FastParser(Parser):
                 eol = buf.find(_CRLF, pos)
                 if eol < 0:
                     return False  # the rest of the line is still on its way
-                if not self._control_line(bytes(view[pos:eol]), headers):
+                frame = _control_line(bytes(view[pos:eol]), headers)
+                if frame is None:
                     return True
+                subject, sid, reply, needed, header_needed = frame
                 pos = eol + 2
-                # The common case: the whole frame is in the buffer and its subscription
-                # is raw. Handled here, without going round the state machine.
-                end = pos + self.needed
-                if size < end + 2:
+                end = pos + needed
+                handler = raw.get(sid)
+                if handler is None or size < end + 2:
+                    # Not ours, or not all here yet: nats-py's state machine takes it.
+                    self.msg_arg = {"subject": subject, "sid": sid, "reply": reply}
+                    self.needed = needed
+                    self.header_needed = header_needed
+                    self.state = AWAITING_MSG_PAYLOAD
                     continue
-                arg = self.msg_arg
-                handler = raw.get(arg["sid"])
-                if handler is None:
-                    continue
-                split = pos + self.header_needed
-                header = bytes(view[pos:split]) if self.header_needed else None
+                # The common case, handled where its control line was read.
+                split = pos + header_needed
                 payload = bytes(view[split:end])
+                header = bytes(view[pos:split]) if header_needed else None
                 pos = end + 2
-                self.state = AWAITING_CONTROL_LINE
-                self.header_needed = 0
                 stats["in_msgs"] += 1
-                stats["in_bytes"] += len(payload)
-                handler(arg["subject"], arg["reply"], payload, header)
+                stats["in_bytes"] += end - split
+                handler(subject, reply, payload, header)
             return False
         finally:
             view.release()
             if pos and self.buf is buf:
                 del buf[:pos]
 
-    def _control_line(self, line: bytes, headers: bool) -> bool:
-        """Take ``MSG <subject> <sid> [reply] <size>`` or ``HMSG <subject> <sid> [reply]
-        <hsize> <size>`` exactly as nats-server writes them (single spaces, plain
-        digits). False for anything else, which nats-py's parser then judges."""
-        fields = line.split(b" ")
-        count = len(fields) - (1 if headers else 0)
-        if count not in (4, 5) or not (fields[1] and fields[count - 2]):
-            return False
-        sid, needed = fields[2], fields[-1]
-        header = fields[-2] if headers else b"0"
-        if not (sid.isdigit() and needed.isdigit() and header.isdigit()):
-            return False
-        needed_n, header_needed = int(needed), int(header)
-        if header_needed > needed_n:
-            return False
-        self.msg_arg = {
-            "subject": fields[1],
-            "sid": int(sid),
-            "reply": fields[3] if count == 5 else b"",
-        }
-        self.needed = needed_n
-        self.header_needed = header_needed
-        self.state = AWAITING_MSG_PAYLOAD
-        return True
+def _control_line(line: bytes, headers: bool) -> tuple[bytes, int, bytes, int, int] | None:
+    """(subject, sid, reply, size, header size) of ``MSG <subject> <sid> [reply] <size>``
+    or ``HMSG <subject> <sid> [reply] <hsize> <size>`` exactly as nats-server writes them
+    (single spaces, plain digits). None for anything else, which nats-py's parser then
+    judges."""
+    fields = line.split(b" ")
+    count = len(fields) - (1 if headers else 0)
+    if count not in (4, 5) or not (fields[1] and fields[count - 2]):
+        return None
+    sid, needed = fields[2], fields[-1]
+    header = fields[-2] if headers else b"0"
+    if not (sid.isdigit() and needed.isdigit() and header.isdigit()):
+        return None
+    needed_n, header_needed = int(needed), int(header)
+    if header_needed > needed_n:
+        return None
+    return fields[1], int(sid), fields[3] if count == 5 else b"", needed_n, header_needed
 
 
 def install(client: Any) -> None:

@@ -44,7 +44,7 @@ class FileLimits:
     """How data files are cut and written: zstd level, row group and file sizes."""
 
     compression_level: int = 3
-    row_group_rows: int = 100_000
+    row_group_rows: int = 50_000
     max_rows: int = 5_000_000
     max_bytes: int = 256 << 20
 
@@ -107,7 +107,7 @@ class ArchivePolicy(_Strict):
     streams: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     compression_level: int = Field(default=3, ge=1, le=22)
-    row_group_rows: int = Field(default=100_000, ge=1_000)
+    row_group_rows: int = Field(default=50_000, ge=1_000)
     file_max_rows: int = Field(default=5_000_000, ge=1)
     file_max_bytes: int | str = "256MiB"
     at_risk_margin: float | str | None = None

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from archiver.errors import UsageError
-from archiver.nats.conn import NatsOptions
+from archiver.nats.options import NatsOptions
 from archiver.store.options import S3Options
 from archiver.timefmt import parse_duration
 

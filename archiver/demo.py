@@ -26,7 +26,8 @@ from typing import Any
 
 from archiver.errors import ArchiverError
 from archiver.nats.api import OWN_MARK
-from archiver.nats.conn import NatsOptions, connect
+from archiver.nats.conn import connect
+from archiver.nats.options import NatsOptions
 
 STREAMS = {
     "AUTH": "auth.>",

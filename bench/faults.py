@@ -41,7 +41,8 @@ from s3server import FaultProxy, SeaweedS3
 
 from archiver.format import catalog
 from archiver.nats.api import get_message, stream_info
-from archiver.nats.conn import NatsOptions, connect
+from archiver.nats.conn import connect
+from archiver.nats.options import NatsOptions
 from archiver.store.options import S3Options
 from archiver.store.s3 import S3Store
 

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from archiver.config import FileLimits, Settings
 from archiver.nats.api import StoredMessage
-from archiver.nats.conn import NatsOptions, RawClient, connect
+from archiver.nats.conn import RawClient, connect
+from archiver.nats.options import NatsOptions
 from archiver.store import Store
 from archiver.store.options import S3Options
 

@@ -12,7 +12,8 @@ from natsserver import NatsServer
 
 from archiver.errors import SourceError
 from archiver.nats.api import get_message, stream_info
-from archiver.nats.conn import NatsOptions, RawClient, connect
+from archiver.nats.conn import RawClient, connect
+from archiver.nats.options import NatsOptions
 from archiver.nats.publisher import JsPublisher
 
 Acked = list[tuple[int, str, int, bool]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,8 +11,10 @@ from archiver.cli.app import finish, main, run_async, settings_from, with_errors
 from archiver.cli.options import OUTPUT_FILE, common_options, json_option
 from archiver.config import Settings
 from archiver.errors import UsageError
-from archiver.replay import ReplayOptions
 from archiver.timefmt import parse_time_bound
+
+if TYPE_CHECKING:
+    from archiver.replay import ReplayOptions
 
 
 @main.command()
@@ -87,6 +89,7 @@ def time_bound(option: str, value: str | None) -> int | None:
 
 
 def replay_options(params: dict[str, Any], settings: Settings, progress: bool) -> ReplayOptions:
+    from archiver.replay import ReplayOptions
     from archiver.replay.mapping import SubjectMapper
     from archiver.replay.selection import Selection
     from archiver.replay.subjects import SubjectFilter

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import ssl
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -24,47 +20,12 @@ from nats.aio.client import Client
 
 from archiver.errors import ApiError, SourceError, UsageError
 from archiver.nats import parser
+from archiver.nats.options import NatsOptions, redact_url
 from archiver.nats.parser import RawHandler
 
 log = logging.getLogger(__name__)
 
 API_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class NatsOptions:
-    """How to reach NATS. Secrets live only in these fields and are never printed."""
-
-    url: str = "nats://127.0.0.1:4222"
-    creds: Path | None = None
-    nkey_seed: Path | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    connect_timeout: float = 5.0
-
-    def check(self) -> None:
-        """Refuse missing or malformed credential files. Commands that connect call it
-        before they touch the store; commands that never connect (ls, verify) do not,
-        so a stale ARCHIVER_CREDS does not stop them."""
-        _check_url(self.url)
-        if self.creds:
-            _check_creds(self.creds)
-        if self.nkey_seed:
-            _check_nkey_seed(self.nkey_seed)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user, password or token, fit for messages and logs."""
-    parts = urlsplit(url.split(",")[0])
-    host = parts.hostname or ""
-    try:
-        port = str(parts.port or "")
-    except ValueError:  # not a number: shown as given, it carries no secret
-        port = parts.netloc.rpartition(":")[2]
-    if port:
-        host = f"{host}:{port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class RawClient(Client):
@@ -170,57 +131,6 @@ async def connect(opts: NatsOptions, name: str = "nats-archiver") -> RawClient:
     # Ride out a server restart or leader change of up to about a minute.
     nc.options.update(allow_reconnect=True, max_reconnect_attempts=60, reconnect_time_wait=1)
     return nc
-
-
-NATS_SCHEMES = ("nats", "tls", "ws", "wss")
-
-
-def _check_url(url: str) -> None:
-    """A URL nats-py cannot mean is a usage error, not "cannot reach NATS"."""
-    for one in url.split(","):
-        parts = urlsplit(one.strip())
-        try:
-            parts.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError:
-            parts = parts._replace(netloc="")
-        if parts.scheme not in NATS_SCHEMES or not parts.hostname:
-            raise UsageError(
-                f"--nats-url {redact_url(one.strip())!r} is not a NATS server URL",
-                hint="use nats://HOST:4222 (or tls://, ws://, wss://); several separated by commas",
-            )
-
-
-def _check_nkey_seed(path: Path) -> None:
-    """Refuse a seed file nats-py would fail on with a traceback mid-handshake."""
-    if not path.is_file():
-        raise UsageError(f"nkey seed file {path} does not exist")
-    try:
-        seed = path.read_text(errors="replace").strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read nkey seed file {path}: {exc.strerror}") from exc
-    if not re.fullmatch(r"SU[A-Z2-7]{56}", seed):
-        raise UsageError(
-            f"nkey seed file {path} does not hold a user nkey seed",
-            hint="it must hold one line starting SU (nsc or `nk -gen user` make one)",
-        )
-
-
-def _check_creds(path: Path) -> None:
-    """Refuse a creds file without a user JWT and seed before connecting: nats-py would
-    fail on it mid-handshake with an error that names neither the file nor the fix."""
-    if not path.is_file():
-        raise UsageError(f"credentials file {path} does not exist")
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise UsageError(f"cannot read credentials file {path}: {exc.strerror}") from exc
-    jwt = re.search(r"-----BEGIN NATS USER JWT-----\s*(\S+)\s*-+END NATS USER JWT", text)
-    seed = re.search(r"-----BEGIN USER NKEY SEED-----\s*(SU[A-Z2-7]+)\s*-+END USER NKEY", text)
-    if not jwt or jwt.group(1).count(".") != 2 or not seed:
-        raise UsageError(
-            f"credentials file {path} does not hold a user JWT and nkey seed",
-            hint="pass the .creds file nsc or your account server generated for this user",
-        )
 
 
 async def _log_error(exc: Exception) -> None:

@@ -33,7 +33,8 @@ from archiver.errors import (
 from archiver.format import catalog
 from archiver.format.reader import read_footer
 from archiver.nats.api import OWN_MARK, get_message, stream_info
-from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
+from archiver.nats.conn import RawClient, connect
+from archiver.nats.options import NatsOptions, redact_url
 from archiver.proof.findings import PROBLEMS
 from archiver.proof.restored import MAX_LISTED, compare_restored
 from archiver.proof.verify import verify_generation

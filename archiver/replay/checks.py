@@ -10,7 +10,8 @@ from collections.abc import Callable
 from archiver.config import Settings
 from archiver.errors import ArchiverError, SourceError, UnsafeActionRefused
 from archiver.nats.api import StreamInfo, list_streams
-from archiver.nats.conn import NatsOptions, RawClient, connect
+from archiver.nats.conn import RawClient, connect
+from archiver.nats.options import NatsOptions
 from archiver.replay.plan import Plan
 from archiver.replay.request import ReplayOptions
 from archiver.replay.subjects import captured_by

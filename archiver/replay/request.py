@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archiver.nats.conn import NatsOptions
+from archiver.nats.options import NatsOptions
 from archiver.replay.mapping import SubjectMapper
 from archiver.replay.selection import Selection
 

@@ -14,7 +14,8 @@ import time
 
 from archiver.config import Settings
 from archiver.errors import DataAtRisk, Interrupted, UnsafeActionRefused
-from archiver.nats.conn import connect, redact_url
+from archiver.nats.conn import connect
+from archiver.nats.options import redact_url
 from archiver.replay.checkpoint import (
     CHECKPOINT_EVERY_MESSAGES,
     Checkpoint,

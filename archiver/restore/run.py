@@ -23,7 +23,8 @@ from archiver.errors import (
     stream_failure,
 )
 from archiver.format import catalog
-from archiver.nats.conn import NatsOptions, RawClient, connect, redact_url
+from archiver.nats.conn import RawClient, connect
+from archiver.nats.options import NatsOptions, redact_url
 from archiver.render import Rows, worst
 from archiver.restore.config import Overrides
 from archiver.restore.load import Loader

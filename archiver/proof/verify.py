@@ -24,6 +24,7 @@ import bisect
 import json
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -117,13 +118,25 @@ _Rows = tuple[str, int, bool, int, int, int, int, list[tuple[int, int]]]
 
 
 def _read_rows(opened: OpenFile) -> _Rows:
-    """Hash every row group; check that sequences rise; list the holes between them."""
+    """Hash every row group; check that sequences rise; list the holes between them.
+
+    The hash runs on a second thread, one row group behind the reading: sha256 and
+    Parquet decoding both release the GIL, so the two cores share a file's work.
+    """
     digest = ContentHash()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-hash") as hasher:
+        return _scan_rows(opened, digest, hasher)
+
+
+def _scan_rows(opened: OpenFile, digest: ContentHash, hasher: ThreadPoolExecutor) -> _Rows:
+    hashing: Future[None] | None = None
     rows, rising = 0, True
     first = last = first_t = last_t = -1
     holes: list[tuple[int, int]] = []
     for table in opened.row_groups():
-        digest.update(table)
+        if hashing is not None:
+            hashing.result()  # one row group in flight: memory stays one group deep
+        hashing = hasher.submit(digest.update, table)
         rows += table.num_rows
         if not table.num_rows:
             continue
@@ -143,6 +156,8 @@ def _read_rows(opened: OpenFile) -> _Rows:
             for i in pc.indices_nonzero(pc.greater(steps, 1)).to_pylist():
                 holes.append((seqs[i].as_py() + 1, seqs[i + 1].as_py() - 1))
         last, last_t = tail, times[-1].as_py()
+    if hashing is not None:
+        hashing.result()
     return digest.hexdigest(), rows, rising, first, last, first_t, last_t, holes
 
 

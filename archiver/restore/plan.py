@@ -9,7 +9,6 @@ from the newest generation's committed files, up to that time.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +24,6 @@ from archiver.format.reader import read_footer
 from archiver.replay.selection import Selection, iter_rows, iter_selected, unexplained_holes
 from archiver.restore.config import Overrides, final_config
 from archiver.store.base import Store
-
-log = logging.getLogger(__name__)
 
 HOLE_SUBJECT = "_archiver_restore.hole"
 """Where placeholders are stored (after the intake transform) until they are purged."""

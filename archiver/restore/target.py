@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +24,6 @@ from archiver.restore.config import consumer_config, intake_config
 from archiver.restore.load import WINDOW
 from archiver.restore.plan import HOLE_SUBJECT, Extent, StreamPlan
 from archiver.store.base import Store
-
-log = logging.getLogger(__name__)
 
 MARKER = "nats-archiver.restore"
 CONSUMER_NOT_FOUND = 10014
@@ -86,6 +83,8 @@ class Assessment:
     after: int = 0
     intake: str = ""
     loaded: bool = False
+    exists: bool = False
+    """``create`` over a stream of that name that never held anything: an update."""
 
 
 async def assess(
@@ -94,7 +93,7 @@ async def assess(
     """Look at the target without changing anything."""
     info = await stream_state(nc, plan.target)
     if info is None or _pristine(info):
-        return Assessment("create")
+        return Assessment("create", exists=info is not None)
     ours = _ours(info)
     last = int(info["state"].get("last_seq", 0))
     if ours is None:
@@ -146,8 +145,7 @@ async def prepare(
         )
         raise UnsafeActionRefused(found.why, hint=hint)
     if found.action == "create":
-        info = await stream_state(nc, plan.target)
-        return await _create(nc, plan, start, "CREATE" if info is None else "UPDATE")
+        return await _create(nc, plan, start, "UPDATE" if found.exists else "CREATE")
     if found.action == "done":
         return Target("", found.after, loaded=True, done=True)
     if not found.loaded and found.after < start:

@@ -58,9 +58,8 @@ async def restore_and_compare(
     plan.consumers = []
     found = FullRestore(scratch)
     extent = await asyncio.to_thread(scan, store, plan)
-    start = plan.from_seq or (extent.first if extent.count else plan.end_seq + 1)
     started = time.monotonic()
-    target = await prepare(nc, store, plan, extent, start)
+    target = await prepare(nc, store, plan, extent)
     await Loader(nc, plan, extent, target.intake, progress=False).load(store, target.after)
     await remove_placeholders(nc, scratch, extent)
     found.seconds = time.monotonic() - started

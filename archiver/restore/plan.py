@@ -158,6 +158,12 @@ class Extent:
     last: int = 0
     count: int = 0
     hole_subjects: dict[int, str] = field(default_factory=dict)
+    start: int = 1
+    """The restored stream's first seq: after the lowest ack floor (WorkQueue, Interest),
+    else the first archived message, else (nothing archived) after ``plan.end_seq``,
+    the seq the source would have given its next message."""
+    end: int = 0
+    """The restored stream's last seq (holes up to it where the archive has none)."""
 
 
 _LAST_SUBJECT_SEQ = b"nats-expected-last-subject-sequence"
@@ -203,4 +209,6 @@ def scan(store: Store, plan: StreamPlan) -> Extent:
             hits = table.filter(pc.is_in(table["seq"].cast(pa.int64()), value_set=values))
             present.update(hits["seq"].to_pylist())
         found.hole_subjects = {s: subj for s, subj in wanted.items() if s not in present}
+    found.start = plan.from_seq or (found.first if found.count else plan.end_seq + 1)
+    found.end = max(found.last, plan.end_seq, found.start - 1)
     return found

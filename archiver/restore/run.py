@@ -205,8 +205,7 @@ async def _restore_stream(
     extent = await asyncio.to_thread(scan, store, plan)
     # A stream whose archive holds no message (all expired, say) still comes back, at
     # the seq the source would have given its next message, configured, with consumers.
-    start = plan.from_seq or (extent.first if extent.count else plan.end_seq + 1)
-    end = max(extent.last, plan.end_seq, start - 1)
+    start, end = extent.start, extent.end
     row = StreamRestore(
         stream=plan.stream,
         target=plan.target,
@@ -222,13 +221,13 @@ async def _restore_stream(
         unexplained=[[a, b] for a, b in plan.unexplained],
     )
     if opts.dry_run:
-        found = await assess(nc, store, plan, extent, start)
+        found = await assess(nc, store, plan, extent)
         if found.action == "refuse":
             row.problems.append(found.why)
         if plan.unexplained and not opts.allow_gaps:
             row.problems.append("the archive cannot account for some seqs; --allow-gaps")
         return row
-    target = await prepare(nc, store, plan, extent, start)
+    target = await prepare(nc, store, plan, extent)
     row.continued, row.already_restored = target.continued, target.done
     row.dropped += [f"{key} (the target server does not know it)" for key in target.ignored]
     if not target.done:

@@ -87,10 +87,9 @@ class Assessment:
     """``create`` over a stream of that name that never held anything: an update."""
 
 
-async def assess(
-    nc: RawClient, store: Store, plan: StreamPlan, extent: Extent, start: int
-) -> Assessment:
+async def assess(nc: RawClient, store: Store, plan: StreamPlan, extent: Extent) -> Assessment:
     """Look at the target without changing anything."""
+    start = extent.start
     info = await stream_state(nc, plan.target)
     if info is None or _pristine(info):
         return Assessment("create", exists=info is not None)
@@ -98,7 +97,7 @@ async def assess(
     last = int(info["state"].get("last_seq", 0))
     if ours is None:
         # No marker: a finished restore of this very archive, if it ends exactly here.
-        end = max(extent.last, plan.end_seq, start - 1)
+        end = extent.end
         same_stream = info["config"].get("subjects") == plan.config.get("subjects")
         if (
             same_stream
@@ -132,11 +131,10 @@ async def assess(
     return Assessment("continue", after=max(last, start - 1), intake=intake)
 
 
-async def prepare(
-    nc: RawClient, store: Store, plan: StreamPlan, extent: Extent, start: int
-) -> Target:
+async def prepare(nc: RawClient, store: Store, plan: StreamPlan, extent: Extent) -> Target:
     """Create the stream for the restore, or find where an interrupted one stopped."""
-    found = await assess(nc, store, plan, extent, start)
+    start = extent.start
+    found = await assess(nc, store, plan, extent)
     if found.action == "refuse":
         hint = (
             f"delete stream {plan.target} on the target and run the restore again"

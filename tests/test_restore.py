@@ -644,3 +644,32 @@ def test_restore_what_the_server_had_only_recently(nats: NatsServer, tmp_path: P
     assert after["COPY"][3] == before["COPY"][3]
     assert [m[1] for m in after["NOTE"][3]] == ["note.a"], "Interest without consumers kept"
     assert after["NOTE"][0]["retention"] == "limits"
+
+
+def test_the_final_configuration_takes_the_overrides_and_drops_what_cannot_be_restored() -> None:
+    from archiver.restore.config import Overrides, final_config
+
+    archived = {
+        "name": "AUTH",
+        "subjects": ["auth.>"],
+        "num_replicas": 3,
+        "storage": "file",
+        "mirror": {"name": "ORIGIN"},
+        "mirror_direct": True,
+        "first_seq": 5,
+        "metadata": {"_nats.ver": "2.15.1", "team": "auth"},
+    }
+    overrides = Overrides(
+        replicas=1, storage="memory", placement_cluster="dr", placement_tags=("ssd",)
+    )
+    config, dropped = final_config(archived, "AUTH_DR", overrides)
+    assert config == {
+        "name": "AUTH_DR",
+        "subjects": ["auth.>"],
+        "num_replicas": 1,
+        "storage": "memory",
+        "placement": {"cluster": "dr", "tags": ["ssd"]},
+        "metadata": {"team": "auth"},
+    }
+    assert dropped == ["mirror", "mirror_direct"]
+    assert archived["num_replicas"] == 3, "the recorded configuration is left as it was"

@@ -21,7 +21,11 @@ from archiver.errors import DataFileCorrupt, StoreError
 from archiver.format.catalog import DataFile
 from archiver.format.schema import META_PREFIX
 from archiver.store.base import Store
+from archiver.store.local import LocalStore
 from archiver.store.rangefile import RangeFile
+
+BATCH_ROWS = 10_000
+"""Rows per table when a whole file is read by ``OpenFile.batches``."""
 
 
 @contextmanager
@@ -87,11 +91,38 @@ class OpenFile:
         for index in range(self.num_row_groups):
             yield self.row_group(index, columns)
 
+    def batches(self, rows: int = BATCH_ROWS) -> Iterator[Any]:
+        """Every row in order, as ``pa.Table``s of at most ``rows`` rows.
+
+        For reading a whole file fast. Pages are decoded a batch at a time, so buffers
+        stay small and the allocator reuses them: a whole row group at a time asks for
+        fresh multi-MB buffers each time, and the page faults of touching them cost
+        more than the decoding (verify of 1M rows: 0.52 s against 0.34 s). One row
+        group per reader keeps the reads one per row group: over a whole file, pyarrow
+        would fetch 30 MB ranges ahead of the decoding.
+        """
+        for index in range(self.num_row_groups):
+            with _corrupt_on_error(self.name):
+                batches = self.parquet.iter_batches(
+                    batch_size=rows, row_groups=[index], use_threads=False
+                )
+            while True:
+                with _corrupt_on_error(self.name):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                yield pa.Table.from_batches([batch])
+
 
 def open_file(store: Store, f: DataFile) -> OpenFile:
     """Open a data file of the store; only the footer is fetched now, by byte range."""
+    source: Any = RangeFile(store, f.key, f.size)
+    if isinstance(store, LocalStore):
+        # Arrow reads a local file itself, without a Python call and copy per read
+        # (verify of a 1M-row file: 0.08 s less).
+        source = str(store.file_of(f.key))
     with _corrupt_on_error(f.key):
-        parquet = pq.ParquetFile(RangeFile(store, f.key, f.size), page_checksum_verification=True)
+        parquet = pq.ParquetFile(source, page_checksum_verification=True)
     return OpenFile(parquet, f.key)
 
 

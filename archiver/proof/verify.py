@@ -1,6 +1,6 @@
 """``archiver verify``: is the archive whole and intact, and is every hole explained?
 
-Per stream and generation: every data file is read row group by row group (memory stays
+Per stream and generation: every data file is read a batch of rows at a time (memory stays
 flat) and checked against its own footer and its name: schema, page checksums, content
 hash, row count, sequence range, rising sequences, times. Then files and gap records
 must tile the sequence space: every sequence is in a file, explained inside a file's
@@ -118,9 +118,9 @@ _Rows = tuple[str, int, bool, int, int, int, int, list[tuple[int, int]]]
 
 
 def _read_rows(opened: OpenFile) -> _Rows:
-    """Hash every row group; check that sequences rise; list the holes between them.
+    """Hash every row; check that sequences rise; list the holes between them.
 
-    The hash runs on a second thread, one row group behind the reading: sha256 and
+    The hash runs on a second thread, one batch behind the reading: sha256 and
     Parquet decoding both release the GIL, so the two cores share a file's work.
     """
     digest = ContentHash()
@@ -129,13 +129,13 @@ def _read_rows(opened: OpenFile) -> _Rows:
 
 
 def _scan_rows(opened: OpenFile, digest: ContentHash, hasher: ThreadPoolExecutor) -> _Rows:
-    hashing: Future[None] | None = None
+    hashing: Future[None] | None = None  # one batch in flight: memory stays flat
     rows, rising = 0, True
     first = last = first_t = last_t = -1
     holes: list[tuple[int, int]] = []
-    for table in opened.row_groups():
+    for table in opened.batches():
         if hashing is not None:
-            hashing.result()  # one row group in flight: memory stays one group deep
+            hashing.result()
         hashing = hasher.submit(digest.update, table)
         rows += table.num_rows
         if not table.num_rows:

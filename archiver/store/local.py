@@ -89,6 +89,13 @@ class LocalStore:
             raise StoreError(f"invalid key {key!r} for {self.root}")
         return self.root.joinpath(*parts)
 
+    def file_of(self, key: str) -> Path:
+        """The file that holds ``key``, for readers that read files themselves."""
+        path = self._path(key)
+        if not path.is_file():
+            raise StoreError(f"{path} does not exist")
+        return path
+
     def _dir(self, head: str) -> Path | None:
         """The directory for a key prefix's directory part; None if no key can be there."""
         parts = head.split("/") if head else []

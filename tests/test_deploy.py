@@ -37,8 +37,8 @@ from natsserver import NatsServer, binary_for
 from test_archive import add_streams
 
 from archiver.cli import main as archiver_cli
-from archiver.config import load_policy
 from archiver.demo import STREAMS as DESIGN_STREAMS
+from archiver.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

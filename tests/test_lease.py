@@ -19,7 +19,7 @@ from test_crash import write_policy
 from test_fence import _stopped
 
 from archiver.archive.lease import Leases
-from archiver.config import ArchivePolicy
+from archiver.config import resolve
 from archiver.errors import LeaseHeld
 from archiver.store import open_store
 
@@ -29,7 +29,7 @@ N = 3000
 def test_the_default_lease_is_taken_over_within_a_minute() -> None:
     """A run killed with SIGKILL (an OOM kill, a lost node) cannot release its lease: the
     next hourly run, or the Job's retry, must not skip the stream for long."""
-    assert ArchivePolicy().lease_ttl == 60
+    assert resolve({}).lease_ttl_s == 60
 
 
 def test_a_bucket_made_with_another_ttl_is_set_to_the_policys(nats: NatsServer) -> None:
@@ -136,9 +136,7 @@ def test_a_killed_runs_streams_are_archived_within_a_minute(
     ]
 
 
-def test_another_deployments_lease_bucket_is_not_archived(
-    nats: NatsServer, tmp_path: Path
-) -> None:
+def test_another_deployments_lease_bucket_is_not_archived(nats: NatsServer, tmp_path: Path) -> None:
     """Every stream is archived by default, but not what an archiver made for itself:
     known by its mark, not only by this deployment's bucket name."""
     asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))

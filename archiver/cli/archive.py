@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +63,8 @@ def status(as_json: bool, **params: Any) -> None:
 
     Exits 3 when a stream is at-risk or lost.
     """
+    import asyncio
+
     from archiver.archive.status import status as find_status
     from archiver.delivery import deliver
 
@@ -86,6 +87,8 @@ def acknowledge(as_json: bool, stream: str, reason: str, by: str | None, **param
     Writes who, when and why next to the gap records. `status` then says ok for the
     stream (its `lost` still counts them) until a new loss.
     """
+    import asyncio
+
     from archiver.archive.acknowledge import acknowledge as record
 
     settings = settings_from(params)
@@ -131,6 +134,8 @@ def ls_command(as_json: bool, streams: tuple[str, ...], states: bool, **params: 
 def demo(workdir: Path, messages: int, keep: bool, verbose: int) -> None:
     """Start a throwaway nats-server, fill five streams, then run the archiver's commands
     against it, each shown as typed and explained."""
+    import asyncio
+
     from archiver.demo import run_demo
 
     setup_logging(verbose)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,8 @@ def verify_command(
     settings = settings_from(params)
     report = verify(settings, named)
     if against_nats:
+        import asyncio
+
         from archiver.proof.compare import compare_with_nats
 
         asyncio.run(compare_with_nats(settings, report))
@@ -95,6 +96,8 @@ def drill_command(
 
     Exits 0 when every restored message matched the archive, 3 otherwise.
     """
+    import asyncio
+
     from archiver.delivery import deliver
     from archiver.proof.drill import drill
     from archiver.proof.report import write_reports

@@ -365,9 +365,15 @@ def test_plain_acks_are_read_as_json_would_read_them() -> None:
         b'{"stream":"T","seq":10,"duplicate":true}',
         b'{"stream":"T","domain":"hub","seq":7}',
         b'{"stream":"KV_a b","seq":3,"duplicate":false}',
+        b'{"stream":"T","domain":"hub","seq":7,"duplicate":true}',
     ]
     for raw in acks:
         parsed = json.loads(raw)
         assert _plain_ack(raw) == (parsed["stream"], parsed["seq"], parsed.get("duplicate", False))
-    for raw in (b'{"error":{"code":503,"description":"x"}}', b'{"stream":"a\\"b","seq":1}'):
+    others = (
+        b'{"error":{"code":503,"description":"x"}}',
+        b'{"stream":"a\\"b","seq":1}',
+        b'{"stream":"T","seq":5,"val":"3"}',  # a counter stream's ack: the full parse
+    )
+    for raw in others:
         assert _plain_ack(raw) is None

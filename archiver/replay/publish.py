@@ -108,8 +108,9 @@ async def publish_all(
     try:
         columns = ["seq", "subject", "time_ns", "raw_headers", "data"]
         rows = iter_rows(iter_selected(store, plan.files, sel, columns), columns)
+        drops_markers, paced = not opts.keeps_markers, opts.rate is not None
         for seq, subject, time_ns, raw, data in rows:
-            if not opts.keeps_markers and raw and is_delete_marker(raw):
+            if drops_markers and raw and is_delete_marker(raw):
                 summary.skipped += 1
                 continue
             if (skip_through is not None and seq <= skip_through) or seq in skip:
@@ -124,7 +125,8 @@ async def publish_all(
                 seq=seq,
                 time_ns=time_ns,
             )
-            await pacer.wait()
+            if paced:  # not even a coroutine per message when unpaced
+                await pacer.wait()
             await publisher.publish(opts.mapper.map(subject), headers, data, seq)
             summary.bytes += len(data)
             if bar is not None:

@@ -458,6 +458,31 @@ def test_missing_file_is_not_corrupt(tmp_path: Path) -> None:
         read_meta(tmp_path / "nope.parquet")
 
 
+def test_a_stores_local_file_that_cannot_be_opened_is_store_trouble_not_damage(
+    tmp_path: Path,
+) -> None:
+    """A file the archiver's user may not read was reported damaged (exit 3) once local
+    files were opened by Arrow; it is the store's trouble (exit 1), as over S3. Running
+    as root, a directory where the file should be stands in for an unreadable file."""
+    from datetime import date
+
+    from archiver.errors import StoreError
+    from archiver.format.catalog import DataFile
+    from archiver.format.reader import open_file
+    from archiver.store.local import LocalStore
+
+    store = LocalStore(tmp_path)
+    key = layout.data_key("AUTH", date(2026, 3, 1), "20260301T000000000000Z", 1, 9)
+    name = layout.parse_data_key(key)
+    assert name is not None
+    (tmp_path / key).mkdir(parents=True)
+    with pytest.raises(StoreError, match="cannot read"):
+        open_file(store, DataFile(key, name, 100))
+    (tmp_path / key).rmdir()  # gone between the listing and the read
+    with pytest.raises(StoreError, match="does not exist"):
+        open_file(store, DataFile(key, name, 100))
+
+
 # ------------------------------------------------------------------------- DuckDB
 
 

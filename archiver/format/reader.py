@@ -1,5 +1,6 @@
-"""Reads data files, the one way: opened by byte range from a store (or from a local path),
-page checksums verified, footer and row groups through one type.
+"""Reads data files, the one way: opened by byte range from a store (a local store's
+files, and local paths, by Arrow itself), page checksums verified, footer and row
+groups through one type.
 
 Damage of any kind (truncated, not Parquet, a flipped bit, a footer that does not parse)
 raises ``DataFileCorrupt`` naming the file; trouble reaching the store stays a
@@ -115,15 +116,26 @@ class OpenFile:
 
 
 def open_file(store: Store, f: DataFile) -> OpenFile:
-    """Open a data file of the store; only the footer is fetched now, by byte range."""
+    """Open a data file of the store; only its footer is read now."""
     source: Any = RangeFile(store, f.key, f.size)
     if isinstance(store, LocalStore):
         # Arrow reads a local file itself, without a Python call and copy per read
         # (verify of a 1M-row file: 0.08 s less).
-        source = str(store.file_of(f.key))
+        source = _open_local(store.file_of(f.key))
     with _corrupt_on_error(f.key):
         parquet = pq.ParquetFile(source, page_checksum_verification=True)
     return OpenFile(parquet, f.key)
+
+
+def _open_local(path: Path) -> Any:
+    """A store's local file opened by Arrow; failing to open it is the store's trouble
+    (missing, no permission), not damage, as when its bytes are read through Python."""
+    try:
+        return pa.OSFile(str(path))
+    except FileNotFoundError as exc:
+        raise StoreError(f"{path} does not exist") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def open_local(path: Path) -> OpenFile:
@@ -134,7 +146,7 @@ def open_local(path: Path) -> OpenFile:
 
 
 def read_footer(store: Store, f: DataFile) -> dict[str, str]:
-    """A data file's ``archiver.*`` metadata, read by byte range."""
+    """A data file's ``archiver.*`` metadata; only the footer is read."""
     return open_file(store, f).footer()
 
 

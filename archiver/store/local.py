@@ -90,11 +90,9 @@ class LocalStore:
         return self.root.joinpath(*parts)
 
     def file_of(self, key: str) -> Path:
-        """The file that holds ``key``, for readers that read files themselves."""
-        path = self._path(key)
-        if not path.is_file():
-            raise StoreError(f"{path} does not exist")
-        return path
+        """Where the file of ``key`` is (it may not exist), for readers that open files
+        themselves."""
+        return self._path(key)
 
     def _dir(self, head: str) -> Path | None:
         """The directory for a key prefix's directory part; None if no key can be there."""

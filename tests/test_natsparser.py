@@ -191,6 +191,9 @@ def test_a_malformed_message_line_is_a_protocol_error() -> None:
         b"HMSG a 7 9 5\r\nNATS/1.0\r\n\r\n\r\n",
         b"MSG a 7 r x 5\r\nhello\r\n",
         b"MSG  a 7 5\r\nhello\r\nMSG a 7 2\r\nhi\r\n",
+        b"HMSG\r\n",
+        b"MSG\r\n",
+        b"MSGX a 7 5\r\nhello\r\n",
     ],
     ids=[
         "plus",
@@ -201,6 +204,9 @@ def test_a_malformed_message_line_is_a_protocol_error() -> None:
         "header-too-big",
         "six-fields",
         "double-space",
+        "bare-hmsg",
+        "bare-msg",
+        "msgx",
     ],
 )
 def test_unusual_lines_get_nats_pys_judgement(data: bytes) -> None:

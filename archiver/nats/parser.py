@@ -141,14 +141,13 @@ def _control_line(line: bytes) -> tuple[bytes, int, bytes, int, int] | None:
     op = fields[0]
     if op == b"MSG":
         count = len(fields)
-        header = b"0"
     elif op == b"HMSG":
         count = len(fields) - 1
-        header = fields[-2]
     else:
         return None
     if count not in (4, 5) or not (fields[1] and fields[count - 2]):
         return None
+    header = fields[-2] if op == b"HMSG" else b"0"
     sid, needed = fields[2], fields[-1]
     if not (sid.isdigit() and needed.isdigit() and header.isdigit()):
         return None

@@ -211,8 +211,12 @@ class Cutter:
             )
         name = layout.parse_data_key(key)
         assert name is not None
-        meta = read_footer(self.store, DataFile(key, name, 0))
-        found = json.loads(meta.get("archiver.gaps") or "[]")
+        # Its footer is read by byte range from the end, so the stored size is needed.
+        size = next((o.size for o in self.store.list(key) if o.key == key), None)
+        if size is None:
+            raise StoreError(f"{key} exists (the upload was refused) but is not listed")
+        meta = read_footer(self.store, DataFile(key, name, size))
+        found = json.loads(meta.get("gaps") or "[]")
         return [Gap(a, b, GapKind(kind)) for a, b, kind in found if kind == GapKind.EXPIRED]
 
     def _put(self, key: str, body: bytes) -> None:

@@ -228,7 +228,10 @@ def use_pool(kind: str) -> str:
     """Set this process's Arrow memory pool; its backend's name.
 
     ``cli``: the pool the ``archiver`` command sets up at start (jemalloc, freed pages
-    returned to the system at once), so in-process figures match the child's.
+    returned to the system at once) for pyarrow's own allocations. Parquet's buffers
+    come from Arrow's C++ default pool, fixed when this process imported pyarrow
+    (mimalloc unless ARROW_DEFAULT_MEMORY_POOL said otherwise), while the command
+    names jemalloc there too: in-process figures are near the child's, not equal.
     ``arrow``: Arrow's default, which keeps freed pages for reuse.
     """
     import pyarrow as pa

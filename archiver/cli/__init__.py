@@ -4,12 +4,13 @@ function, and prints the result, which renders itself (``archiver.render``)."""
 import os
 import sys
 
-if sys.platform == "linux":
+if sys.platform == "linux" and os.uname().machine in ("x86_64", "aarch64"):
     # Arrow's C++ code (Parquet's page buffers, compression) allocates from the pool
     # this names, chosen once when pyarrow is imported: pa.set_memory_pool later
     # reaches only pyarrow's own allocations. With jemalloc here, the decay of 0 set
     # in ``app`` hands those pages back too (verify of 1M rows: 120 MB of anonymous
-    # memory less). Linux wheels of pyarrow have jemalloc; a user's choice is kept.
+    # memory less). PyPI's wheels for these platforms have jemalloc (a build without
+    # it prints one warning and keeps its default); a user's choice is kept.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 from archiver.cli import archive, proof, query, replay, restore

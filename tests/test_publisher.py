@@ -374,6 +374,11 @@ def test_plain_acks_are_read_as_json_would_read_them() -> None:
         b'{"error":{"code":503,"description":"x"}}',
         b'{"stream":"a\\"b","seq":1}',
         b'{"stream":"T","seq":5,"val":"3"}',  # a counter stream's ack: the full parse
+        b'{"stream":"T","seq":007}',  # not JSON: json.loads says so, not us
+        b'{"stream":"a\nb","seq":1}',
+        b'{"stream":"T","domain":"\xff","seq":1}',
+        b'{"stream":"\xed\xa0\x80","seq":1}',  # a surrogate, which UTF-8 forbids
+        b'{"stream":"T","seq":' + b"9" * 5000 + b"}",
     )
     for raw in others:
         assert _plain_ack(raw) is None

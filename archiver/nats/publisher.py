@@ -63,9 +63,11 @@ class _Pending:
 
 # An ordinary PubAck as the servers write it: {"stream":"S", "seq":N} (2.10 puts a
 # space before "seq"), maybe with "domain" before the seq or "duplicate" after it.
+# Strings without escapes or control bytes and a seq without leading zeros: exactly
+# what json.loads would read the same way; anything else is left to it.
 _PLAIN_ACK = re.compile(
-    rb'\{"stream":"([^"\\]*)",(?: ?"domain":"[^"\\]*",)? ?"seq":(\d+)'
-    rb'(?:, ?"duplicate": ?(true|false))?\}'
+    rb'\{"stream":"([^"\\\x00-\x1f]*)",(?: ?"domain":"([^"\\\x00-\x1f]*)",)?'
+    rb' ?"seq":(0|[1-9][0-9]{0,19})(?:, ?"duplicate": ?(true|false))?\}'
 )
 
 
@@ -77,7 +79,13 @@ def _plain_ack(data: bytes) -> tuple[str, int, bool] | None:
     match = _PLAIN_ACK.fullmatch(data)
     if match is None:
         return None
-    return match[1].decode(), int(match[2]), match[3] == b"true"
+    try:
+        stream = match[1].decode()
+        if match[2] is not None:
+            match[2].decode()  # json.loads would refuse a domain that is not UTF-8
+    except UnicodeDecodeError:
+        return None
+    return stream, int(match[3]), match[4] == b"true"
 
 
 class JsPublisher(Generic[K]):

@@ -10,6 +10,7 @@ reports it; the archive path, replay and drill never read one as empty.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,7 +136,9 @@ def _open_local(path: Path) -> Any:
     except FileNotFoundError as exc:
         raise StoreError(f"{path} does not exist") from exc
     except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        # Arrow's strerror is its whole message, the path included: the OS's reason only.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StoreError(f"cannot read {path}: {reason}") from exc
 
 
 def open_local(path: Path) -> OpenFile:

@@ -16,6 +16,7 @@ from archiver.format.gaps import Gap, GapKind, decode_record
 from archiver.store.memory import MemoryStore
 
 MIDNIGHT_NS = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+MIDNIGHT_DAY = datetime(2026, 3, 1, tzinfo=UTC).date()
 
 
 def batch(seqs: list[int], times: list[int]) -> Batch:
@@ -176,3 +177,33 @@ def test_an_earlier_runs_uncommitted_copy_is_committed_with_its_own_losses(
     again.finish()
     records = [k for k in (o.key for o in store.list("")) if layout.parse_gap_key(k)]
     assert [decode_record(store.get_bytes(k)) for k in records] == [[Gap(3, 3, GapKind.EXPIRED)]]
+
+
+def test_an_earlier_runs_copy_with_unreadable_gaps_stops_the_stream_saying_so(
+    tmp_path: Path,
+) -> None:
+    """Its footer's gaps are the only record of its losses: they cannot be guessed, and
+    a bare ValueError from json was an unexpected error with a traceback."""
+    from archiver.errors import DataFileCorrupt
+    from archiver.format.writer import DataFileWriter
+
+    (tmp_path / "again").mkdir()
+    path = tmp_path / "copy.parquet"
+    writer = DataFileWriter(
+        path,
+        stream="AUTH",
+        generation="20260101T000000000000Z",
+        stream_config="{}",
+        compression_level=1,
+        row_group_rows=1000,
+    )
+    writer.write(batch([1, 2], [MIDNIGHT_NS, MIDNIGHT_NS + 1]))
+    writer.close({"archiver.gaps": "not json"})
+    store = MemoryStore()
+    key = layout.data_key("AUTH", MIDNIGHT_DAY, "20260101T000000000000Z", 1, 2)
+    store.put_bytes(key, path.read_bytes())
+
+    again, _ = cutter(store, tmp_path / "again")
+    again.add(batch([1, 2], [MIDNIGHT_NS, MIDNIGHT_NS + 1]))
+    with pytest.raises(DataFileCorrupt, match="unreadable gaps"):
+        again.finish()

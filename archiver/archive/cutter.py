@@ -23,7 +23,7 @@ from pathlib import Path
 
 from archiver import failpoints
 from archiver.config import FileLimits
-from archiver.errors import AlreadyExists, StoreError
+from archiver.errors import AlreadyExists, DataFileCorrupt, StoreError
 from archiver.format import layout
 from archiver.format.batch import Batch
 from archiver.format.catalog import DataFile
@@ -216,8 +216,14 @@ class Cutter:
         if size is None:
             raise StoreError(f"{key} exists (the upload was refused) but is not listed")
         meta = read_footer(self.store, DataFile(key, name, size))
-        found = json.loads(meta.get("gaps") or "[]")
-        return [Gap(a, b, GapKind(kind)) for a, b, kind in found if kind == GapKind.EXPIRED]
+        try:
+            found = [Gap(a, b, GapKind(k)) for a, b, k in json.loads(meta.get("gaps") or "[]")]
+        except (ValueError, TypeError) as exc:
+            raise DataFileCorrupt(
+                f"{key}: an earlier run's uncommitted copy has unreadable gaps in its footer",
+                hint="delete that object (no commit marker names it) and run again",
+            ) from exc
+        return [g for g in found if g.kind is GapKind.EXPIRED]
 
     def _put(self, key: str, body: bytes) -> None:
         """Write a record; an earlier run's record of the same range stands for ours

@@ -4,6 +4,7 @@ errors, and printing a result."""
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import json
 import logging
@@ -198,7 +199,15 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
             raise Stopped(received[0])
         return result
 
-    return asyncio.run(main())
+    # What exists by now (modules, classes, functions: some hundred thousand objects)
+    # outlives the command; frozen, the collector stops walking it in every full
+    # collection the per-message allocations set off (archive of 500,000 messages:
+    # 0.961 of the time, farm-bench, 7 runs each). Thawed after, for callers that go on.
+    gc.freeze()
+    try:
+        return asyncio.run(main())
+    finally:
+        gc.unfreeze()
 
 
 def with_errors(func: F) -> F:

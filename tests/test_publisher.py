@@ -382,3 +382,30 @@ def test_plain_acks_are_read_as_json_would_read_them() -> None:
     )
     for raw in others:
         assert _plain_ack(raw) is None
+
+
+def test_an_ack_without_stream_or_seq_fails_the_publisher_with_one_clear_error(
+    nats: NatsServer,
+) -> None:
+    """A JSON answer that is no PubAck raised KeyError inside the protocol parser,
+    which nats-py takes as the end of reading: the connection went silently dead."""
+
+    async def case() -> None:
+        nc = await open_stream(nats.url, "ODD", "odd.>")
+        pub = await started(nc)
+        deliver = pub._on_frame
+
+        def garble(subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+            deliver(subject, reply, b'{"seq":1}', hdr)
+
+        nc._raw_handlers[pub._sub._id] = garble
+        try:
+            await pub.publish("odd.a", None, b"x", key=1)
+            with pytest.raises(SourceError, match="unreadable JetStream ack"):
+                await pub.drain()
+            assert nc.is_connected
+        finally:
+            await pub.close()
+            await nc.close()
+
+    run(case)

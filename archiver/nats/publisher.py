@@ -263,44 +263,36 @@ class JsPublisher(Generic[K]):
                 line = header.split(b"\r\n", 1)[0].decode(errors="replace")
                 self._fail(SourceError(f"publishing to {entry.subject}: server sent {line}"))
             return
-        fast = _plain_ack(data)
-        if fast is not None:
-            entry.ack = fast
-            del self._by_token[token]
-            if fast[2]:
-                self.duplicates += 1
-            self._complete_prefix()
-            return
-        try:
-            ack = json.loads(data)
-        except ValueError:
-            self._fail(SourceError(f"unreadable JetStream ack for {entry.subject}: {data[:200]!r}"))
-            return
-        err = ack.get("error")
-        if err:
-            description = err.get("description", "")
-            if err.get("code") == _TOO_MANY_REQUESTS:  # the server's ingest queue is full
-                self._retry_soon(
-                    entry, f"JetStream is too busy to take {entry.subject}: {description}"
-                )
-                return
-            self.refused = (
-                entry.key,
-                f"{description} (code {err.get('code')}/{err.get('err_code')})",
-            )
-            self._fail(
-                SourceError(
-                    f"JetStream refused a message on {entry.subject}: {description} "
-                    f"(code {err.get('code')}/{err.get('err_code')})"
-                )
-            )
-            return
-        duplicate = bool(ack.get("duplicate", False))
-        entry.ack = (ack["stream"], int(ack["seq"]), duplicate)
+        ack = _plain_ack(data)
+        if ack is None:
+            ack = self._full_ack(entry, data)
+            if ack is None:
+                return  # refused, failed, or to be resent
+        entry.ack = ack
         del self._by_token[token]
-        if duplicate:
+        if ack[2]:
             self.duplicates += 1
         self._complete_prefix()
+
+    def _full_ack(self, entry: _Pending, data: bytes) -> tuple[str, int, bool] | None:
+        """(stream, seq, duplicate) of an ack ``_plain_ack`` leaves alone; None after
+        dealing with an error answer (a retry, or the failure)."""
+        try:
+            ack = json.loads(data)
+            err = ack.get("error")
+            if not err:
+                return ack["stream"], int(ack["seq"]), bool(ack.get("duplicate", False))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            self._fail(SourceError(f"unreadable JetStream ack for {entry.subject}: {data[:200]!r}"))
+            return None
+        description = err.get("description", "")
+        if err.get("code") == _TOO_MANY_REQUESTS:  # the server's ingest queue is full
+            self._retry_soon(entry, f"JetStream is too busy to take {entry.subject}: {description}")
+            return None
+        why = f"{description} (code {err.get('code')}/{err.get('err_code')})"
+        self.refused = (entry.key, why)
+        self._fail(SourceError(f"JetStream refused a message on {entry.subject}: {why}"))
+        return None
 
     def _retry_soon(self, entry: _Pending, refusal: str) -> None:
         """Let the watcher resend soon; ``refusal`` is the error if attempts run out.

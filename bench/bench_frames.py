@@ -9,8 +9,11 @@ AckNone pull consumer's deliveries (300 B payloads, every tenth with a header bl
 1. nats-py's ``Parser`` with a client whose ``_process_msg`` does nothing: the cost of
    nats-py's frame loop before any work on the message (the limit to beat);
 2. our ``FastParser`` with a raw handler that does nothing: the frame loop alone;
-3. ``FastParser`` into ``ConsumerReader._on_frame``: what the archive does per message
-   on the event loop (parse, reply-subject tokens, checks, append to the batch).
+3. ``FastParser`` into ``ConsumerReader._on_frame`` one frame at a time (the way every
+   frame the taker does not recognise still goes);
+4. ``FastParser`` handing runs of frames to ``ConsumerReader._take_frames``: what the
+   archive does per message on the event loop (parse, reply-subject tokens, checks,
+   append to the batch).
 
 Figures are microseconds per message, the best of ``--repeat`` rounds (the machine is
 shared: the best round is the one least disturbed), and ratios to (1). Deterministic
@@ -28,8 +31,8 @@ from typing import Any
 from common import base_parser, say
 from nats.protocol.parser import Parser
 
+from archiver.nats.consumer import ConsumerReader
 from archiver.nats.parser import FastParser
-from archiver.nats.reader import ConsumerReader
 
 SID = 7
 CHUNK = 64 << 10
@@ -63,6 +66,7 @@ class _Client:
 
     def __init__(self) -> None:
         self._raw_handlers: dict[int, Callable[..., None]] = {}
+        self._raw_takers: dict[int, Callable[..., tuple[int, int, int]]] = {}
         self.stats = {"in_msgs": 0, "in_bytes": 0}
         self.received = 0
 
@@ -92,13 +96,30 @@ async def fast_parser(buf: bytes, count: int) -> float:
     return seconds
 
 
-async def archive_reader(buf: bytes, count: int) -> float:
-    client = _Client()
+def _reader(client: _Client, count: int, *, take: bool) -> ConsumerReader:
     reader = ConsumerReader(client, "BENCH", 1, count)  # type: ignore[arg-type]
     reader._asked = count  # one pull asked for everything
+    reader._sid = b"%d" % SID
     client._raw_handlers[SID] = reader._on_frame
+    if take:
+        client._raw_takers[SID] = reader._take_frames
+    return reader
+
+
+async def reader_frame_by_frame(buf: bytes, count: int) -> float:
+    client = _Client()
+    reader = _reader(client, count, take=False)
     seconds = await _feed(FastParser(client), buf)
     assert reader.delivered == count and reader._batch.seqs[-1] == count
+    return seconds
+
+
+async def archive_reader(buf: bytes, count: int) -> float:
+    client = _Client()
+    reader = _reader(client, count, take=True)
+    seconds = await _feed(FastParser(client), buf)
+    assert reader.delivered == count and reader._batch.seqs[-1] == count
+    assert client.stats["in_msgs"] == count, client.stats
     return seconds
 
 
@@ -107,6 +128,7 @@ async def measure(count: int, repeat: int) -> dict[str, Any]:
     paths = {
         "nats_py_parser": nats_py,
         "fast_parser": fast_parser,
+        "reader_frame_by_frame": reader_frame_by_frame,
         "fast_parser_and_reader": archive_reader,
     }
     best = {

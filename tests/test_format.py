@@ -612,3 +612,45 @@ def test_batches_give_every_row_in_order_in_tables_of_at_most_the_asked_rows(
     tables = list(open_local(path).batches(rows=10_000))
     assert max(t.num_rows for t in tables) <= 10_000
     assert pa.concat_tables(tables).equals(table)
+
+
+# ------------------------------------------------------------- columns built quickly
+
+
+def test_the_data_column_is_what_arrow_builds_from_the_payloads() -> None:
+    payloads = [b"", b"x", ALL_BYTES, b"", MIB_PAYLOAD, b"\r\n"]
+    for rows in ([], payloads, payloads * 300):
+        batch = Batch()
+        for seq, data in enumerate(rows, 1):
+            batch.append(seq, "s", T0, None, data)
+        column = batch_to_table(batch, "g").column("data").combine_chunks()
+        column.validate(full=True)
+        assert column.equals(pa.array(rows, pa.binary()))
+
+
+def _header_view_line_by_line(raw: bytes) -> list[tuple[str, list[str]]] | None:
+    """The header view as the contract words it: lines after the status line split at
+    the first ":", one space dropped from the value, key and value decoded alone."""
+    pairs: dict[str, list[str]] = {}
+    for line in raw.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep:
+            text = value[1:] if value.startswith(b" ") else value
+            pairs.setdefault(key.decode("utf-8", "replace"), []).append(
+                text.decode("utf-8", "replace")
+            )
+    return list(pairs.items()) or None
+
+
+def test_the_header_view_decodes_a_block_whole_with_the_same_result_as_line_by_line() -> None:
+    import random
+
+    from archiver.format.batch import parse_header_block
+
+    pieces = [b"a", b"B", b":", b" ", b"\r", b"\n", b"\r\n", b"\xe2", b"\x82", b"\xac"]
+    pieces += [b"\xff", b"\xc3\xa9", b"NATS/1.0", b"\x00", b"\xf0\x9f", b"\xed\xa0\x80"]
+    rng = random.Random(14)
+    for _ in range(50_000):
+        raw = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        assert parse_header_block(raw) == _header_view_line_by_line(raw), raw
+    assert parse_header_block(RAW) == [("A", ["1", " 2 "]), ("B", ["x"])]

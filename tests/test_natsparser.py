@@ -66,6 +66,7 @@ class Recorder:
         self.calls: list[tuple[Any, ...]] = []
         self.stats = {"in_msgs": 0, "in_bytes": 0}
         self._raw_handlers = {RAW_SID: self._raw}
+        self._raw_takers: dict[int, Any] = {}
         self.parser: Parser | None = None
 
     def _raw(self, subject: bytes, reply: bytes, data: bytes, header: bytes | None) -> None:

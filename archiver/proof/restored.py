@@ -18,7 +18,7 @@ from typing import Any
 
 from archiver.nats.api import stream_info
 from archiver.nats.conn import RawClient
-from archiver.nats.reader import ConsumerReader
+from archiver.nats.consumer import ConsumerReader
 from archiver.replay.headers import is_delete_marker, message_id, replay_headers
 from archiver.replay.request import ReplayOptions
 from archiver.replay.selection import Selection, iter_rows, iter_selected

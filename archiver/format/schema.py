@@ -81,10 +81,11 @@ def _binary(values: list[bytes]) -> Any:
     """``pa.array(values, pa.binary())``, built from one joined buffer and its offsets:
     half the time, which the Parquet worker spends holding the interpreter lock that
     the reader needs (3.8 against 1.7 ms for 20,000 payloads of 300 B)."""
-    if None in values:
-        return pa.array(values, pa.binary())  # nulls, which the caller refuses
     offsets = array("i", [0])
-    offsets.extend(accumulate(map(len, values)))  # OverflowError past 2 GiB, never wraps
+    try:
+        offsets.extend(accumulate(map(len, values)))  # OverflowError past 2 GiB, no wrap
+    except TypeError:
+        return pa.array(values, pa.binary())  # a None: nulls, which the caller refuses
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
     return pa.Array.from_buffers(pa.binary(), len(values), buffers)
 

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from nats.errors import ProtocolError
 from test_natsparser import RAW_SID, Recorder, cuts, hmsg, msg
 
 from archiver.nats.consumer import ConsumerReader
@@ -122,3 +123,24 @@ def test_runs_of_frames_are_taken_by_the_taker() -> None:
     assert reader.delivered == 20
     # The first frame (no run yet), the one after another subscription's, the status.
     assert one_by_one == [ack(1, 1, 19).encode(), ack(8, 6, 14).encode(), b""]
+
+
+@pytest.mark.parametrize(
+    "frame", [b"MSG  7 %s 3\r\ntwo\r\n", b"HMSG  7 %s 12 15\r\nNATS/1.0\r\n\r\ntwo\r\n"]
+)
+def test_a_frame_without_a_subject_is_refused_as_frame_by_frame(frame: bytes) -> None:
+    """Two spaces where the subject goes: nats-py's parser refuses the line, and the
+    taker must not take it as a delivery with an empty subject."""
+    wire = msg("auth.1", RAW_SID, b"one", ack(1, 1, 5)) + frame % ack(2, 2, 4).encode()
+    outcomes = []
+    for take in (False, True):
+        client = Recorder()
+        reader = ConsumerReader(client, "AUTH", 1, 10)  # type: ignore[arg-type]
+        reader._asked, reader._sid = 10, b"%d" % RAW_SID
+        client._raw_handlers = {RAW_SID: reader._on_frame}
+        if take:
+            client._raw_takers = {RAW_SID: reader._take_frames}
+        with pytest.raises(ProtocolError):
+            asyncio.run(FastParser(client).parse(wire))
+        outcomes.append((reader._batch.seqs, reader._batch.subjects, reader.delivered))
+    assert outcomes[0] == outcomes[1] == ([1], ["auth.1"], 1)

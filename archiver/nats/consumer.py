@@ -183,7 +183,9 @@ class ConsumerReader:
                     header_size, total = fields[4], fields[5]
                 else:
                     break
-                if fields[2] != sid or not (header_size.isdigit() and total.isdigit()):
+                if fields[2] != sid or not (
+                    fields[1] and header_size.isdigit() and total.isdigit()
+                ):
                     break
                 # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ns>.<pending>, or
                 # the 12-token form (domain and account hash in front, a random token after).

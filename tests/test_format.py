@@ -645,7 +645,7 @@ def _header_view_line_by_line(raw: bytes) -> list[tuple[str, list[str]]] | None:
 def test_the_header_view_decodes_a_block_whole_with_the_same_result_as_line_by_line() -> None:
     import random
 
-    from archiver.format.batch import parse_header_block
+    from archiver.format.headers import parse_header_block
 
     pieces = [b"a", b"B", b":", b" ", b"\r", b"\n", b"\r\n", b"\xe2", b"\x82", b"\xac"]
     pieces += [b"\xff", b"\xc3\xa9", b"NATS/1.0", b"\x00", b"\xf0\x9f", b"\xed\xa0\x80"]
@@ -654,3 +654,56 @@ def test_the_header_view_decodes_a_block_whole_with_the_same_result_as_line_by_l
         raw = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
         assert parse_header_block(raw) == _header_view_line_by_line(raw), raw
     assert parse_header_block(RAW) == [("A", ["1", " 2 "]), ("B", ["x"])]
+
+
+def _headers_block_by_block(raws: list[bytes | None]) -> Any:
+    from archiver.format.headers import HEADERS_TYPE, parse_header_block
+
+    return pa.array([None if r is None else parse_header_block(r) for r in raws], HEADERS_TYPE)
+
+
+@pytest.mark.parametrize("kind", ["utf-8", "any bytes"])
+def test_the_headers_column_is_the_view_of_each_block_whichever_way_it_is_built(kind: str) -> None:
+    import random
+
+    from archiver.format.headers import _parsed_by_arrow, headers_column
+
+    pieces = [b"a", b"B", b"k", b":", b" ", b"  ", b"\r", b"\n", b"\r\n", b"\r\n", b"\xc3\xa9"]
+    pieces += [b"NATS/1.0", b"NATS/1.0 503", b"\x00", b"v:w", b"\xe2\x82\xac"]
+    if kind == "any bytes":
+        pieces += [b"\xff", b"\xe2\x82", b"\xed\xa0\x80"]
+    rng = random.Random(kind)
+    by_arrow = 0
+    for _ in range(400):
+        raws: list[bytes | None] = []
+        for _ in range(rng.randint(1, 30)):
+            if rng.random() < 0.3:
+                raws.append(None)
+            else:
+                raws.append(b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))))
+        raw_array = pa.array(raws, pa.binary())
+        column = headers_column(raws, raw_array)
+        column.validate(full=True)
+        assert column.to_pylist() == _headers_block_by_block(raws).to_pylist(), raws
+        blocks = raw_array.filter(raw_array.is_valid())
+        by_arrow += _parsed_by_arrow(blocks) is not None
+    if kind == "utf-8":
+        assert by_arrow > 100, "most batches of UTF-8 blocks are built by Arrow"
+
+
+def test_the_headers_of_the_benchmarks_blocks_are_built_by_arrow() -> None:
+    from archiver.format.headers import _parsed_by_arrow, headers_column
+
+    block = b"NATS/1.0\r\nTrace-Id: 4bf92f3577b34da6\r\nSource: bench-fill\r\nEmpty:\r\n\r\n"
+    raws = [block if i % 10 == 0 else None for i in range(2_000)]
+    raws[5] = b"NATS/1.0 503\r\n\r\n"  # a status line alone: no headers
+    raw_array = pa.array(raws, pa.binary())
+    assert _parsed_by_arrow(raw_array.filter(raw_array.is_valid())) is not None
+    column = headers_column(raws, raw_array)
+    assert column.to_pylist() == _headers_block_by_block(raws).to_pylist()
+    assert column[0].as_py() == [
+        ("Trace-Id", ["4bf92f3577b34da6"]),
+        ("Source", ["bench-fill"]),
+        ("Empty", [""]),
+    ]
+    assert column[5].as_py() is None and column[1].as_py() is None

@@ -46,28 +46,3 @@ class Batch:
             data=data,
             nbytes=sum(map(len, data)) + sum(len(r) for r in raws if r),
         )
-
-
-def parse_header_block(raw: bytes) -> list[tuple[str, list[str]]] | None:
-    """The header block as (key, values) pairs in first-seen order, repeated keys kept.
-
-    This is the queryable view for the ``headers`` column; ``raw_headers`` keeps the
-    exact bytes. Values lose the one space after the colon, as every NATS client reads
-    them; undecodable bytes are replaced. An inline status line (``NATS/1.0 503``) is
-    not a header. Returns None for a block with no headers.
-    """
-    # Decoded whole, then split: the same text as decoding each key and value, since
-    # CR, LF and ":" are ASCII and never inside a multi-byte sequence; 14% faster.
-    pairs: dict[str, list[str]] = {}
-    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        if value[:1] == " ":
-            value = value[1:]
-        values = pairs.get(key)
-        if values is None:
-            pairs[key] = [value]
-        else:
-            values.append(value)
-    return list(pairs.items()) or None

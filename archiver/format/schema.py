@@ -12,11 +12,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from archiver.format.batch import Batch, parse_header_block
+from archiver.format.batch import Batch
+from archiver.format.headers import HEADERS_TYPE, headers_column
 
 META_PREFIX = "archiver."
 
-HEADERS_TYPE = pa.map_(pa.string(), pa.list_(pa.string()))
 
 SCHEMA = pa.schema(
     [
@@ -65,7 +65,7 @@ def batch_to_table(batch: Batch, generation: str) -> Any:
         "seq": pa.array(batch.seqs, pa.int64()),
         "subject": pa.array(batch.subjects, pa.string()),
         "time": _micros(times_ns),
-        "headers": _headers_map(batch.raw_headers, raw_headers),
+        "headers": headers_column(batch.raw_headers, raw_headers),
         "raw_headers": raw_headers,
         "data": _binary(batch.data),
         "time_ns": times_ns,
@@ -98,20 +98,6 @@ def _micros(times_ns: Any) -> Any:
     as_ns = times_ns.cast(pa.timestamp("ns"))
     floored = pc.floor_temporal(as_ns, unit="microsecond")
     return floored.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
-
-
-def _headers_map(raws: list[bytes | None], raw_array: Any) -> Any:
-    """The ``headers`` column: parse only the rows with a block, then scatter them."""
-    n = len(raws)
-    if raw_array.null_count == n:
-        return pa.nulls(n, HEADERS_TYPE)
-    # A block can still parse to None (a bare status line): the map is null there.
-    parsed = pa.array([parse_header_block(raw) for raw in raws if raw is not None], HEADERS_TYPE)
-    # Row i takes parsed[k] where k counts the blocks before it, or null if it has none.
-    has_block = raw_array.is_valid()
-    position = pc.subtract(pc.cumulative_sum(has_block.cast(pa.int64())), 1)
-    index = pc.if_else(has_block, position, pa.scalar(None, pa.int64()))
-    return parsed.take(index)
 
 
 def check_schema(schema: Any) -> list[str]:

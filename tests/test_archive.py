@@ -6,8 +6,10 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from helpers import (
     data_keys,
@@ -495,3 +497,38 @@ def test_a_run_records_the_streams_config_and_its_consumers_positions(
     assert rows[0]["config"]["max_msgs"] == 1000
     text = run_cli("ls", "--state", "--store", str(root))
     assert "billing (acked 6, delivered 6)" in text.stdout
+
+
+def test_deliveries_taken_in_runs_archive_the_same_rows_as_frame_by_frame(
+    nats: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader's fast way (runs of deliveries taken from the receive buffer) against
+    its frame-by-frame way, end to end: the same stream archived both ways gives the
+    same rows, header view and content hash."""
+    from archiver.format.digest import content_hash
+    from archiver.nats.conn import RawClient
+    from archiver.store import open_store
+
+    asyncio.run(add_streams(nats.url, {"AUTH": "auth.>"}))
+    fill_tricky(nats, "AUTH", "auth")
+    fill_tricky(nats, "AUTH", "auth.again")  # a near-1 MiB payload mid-stream: many reads
+    asyncio.run(delete_msgs(nats.url, "AUTH", [3, 100, 101]))
+
+    def archive(name: str) -> pa.Table:
+        url = str(tmp_path / name)
+        results = asyncio.run(run(settings(nats.url, url, streams=("AUTH",))))
+        assert [r.error for r in results] == [None]
+        table = read_archive(open_store(url, settings(nats.url, url).s3), tmp_path)
+        return table.drop_columns(["generation"]).sort_by("seq")
+
+    in_runs = archive("in-runs")
+    subscribe_raw = RawClient.subscribe_raw
+
+    async def frame_by_frame(self: RawClient, subject: str, handler: Any, taker: Any = None) -> Any:
+        return await subscribe_raw(self, subject, handler)
+
+    monkeypatch.setattr(RawClient, "subscribe_raw", frame_by_frame)
+    one_by_one = archive("frame-by-frame")
+    assert in_runs.num_rows == one_by_one.num_rows == 2 * (3 + len(ODD_HEADERS) + 200) - 3
+    assert in_runs.equals(one_by_one)
+    assert content_hash([in_runs]) == content_hash([one_by_one])

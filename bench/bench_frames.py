@@ -96,31 +96,27 @@ async def fast_parser(buf: bytes, count: int) -> float:
     return seconds
 
 
-def _reader(client: _Client, count: int, *, take: bool) -> ConsumerReader:
+async def _read(buf: bytes, count: int, *, take: bool) -> float:
+    """The archive's reader on ``buf``: frame by frame, or with runs taken (``take``)."""
+    client = _Client()
     reader = ConsumerReader(client, "BENCH", 1, count)  # type: ignore[arg-type]
     reader._asked = count  # one pull asked for everything
     reader._sid = b"%d" % SID
     client._raw_handlers[SID] = reader._on_frame
     if take:
         client._raw_takers[SID] = reader._take_frames
-    return reader
-
-
-async def reader_frame_by_frame(buf: bytes, count: int) -> float:
-    client = _Client()
-    reader = _reader(client, count, take=False)
-    seconds = await _feed(FastParser(client), buf)
-    assert reader.delivered == count and reader._batch.seqs[-1] == count
-    return seconds
-
-
-async def archive_reader(buf: bytes, count: int) -> float:
-    client = _Client()
-    reader = _reader(client, count, take=True)
     seconds = await _feed(FastParser(client), buf)
     assert reader.delivered == count and reader._batch.seqs[-1] == count
     assert client.stats["in_msgs"] == count, client.stats
     return seconds
+
+
+async def reader_frame_by_frame(buf: bytes, count: int) -> float:
+    return await _read(buf, count, take=False)
+
+
+async def archive_reader(buf: bytes, count: int) -> float:
+    return await _read(buf, count, take=True)
 
 
 async def measure(count: int, repeat: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The columns of every data file, and how a batch of messages becomes them.
 
-Columns are built straight from a batch's lists; only rows that have a header block
-cost Python work (parsing it for the ``headers`` map)."""
+Columns are built straight from a batch's lists, by Arrow wherever it can: the Parquet
+worker's Python holds the interpreter lock the reader needs."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ STATS_COLUMNS = ["seq", "subject", "time", "time_ns"]
 def batch_to_table(batch: Batch, generation: str) -> Any:
     """A batch as a ``pa.Table`` with SCHEMA, its rows of ``generation``.
 
-    Columns are built straight from the batch's lists; only rows that have a header
-    block cost Python work (parsing it for the ``headers`` map).
+    Columns are built straight from the batch's lists; the ``headers`` map only for
+    rows that have a header block (see headers.py).
     """
     raw_headers = pa.array(batch.raw_headers, pa.binary())
     times_ns = pa.array(batch.times_ns, pa.int64())

@@ -5,10 +5,12 @@ from the front of its buffer, and awaits ``Client._process_msg`` (a coroutine pe
 message). Archiving is bound by that loop. ``FastParser`` walks the buffer with an
 index instead, splits ``MSG``/``HMSG`` control lines without regular expressions, and
 hands frames of raw subscriptions (``RawClient.subscribe_raw``) to their handler
-directly. Anything else (``PING``, ``INFO``, ``-ERR``, a control line not written the
-way nats-server writes them) goes to nats-py's own parser from that point on, with the
-same state fields (``buf``, ``state``, ``needed``, ``header_needed``, ``msg_arg``), so
-the two agree on where a frame starts. tests/test_natsparser.py feeds both parsers the same
+directly, or, where the subscription has a ``FrameTaker``, hands it the buffer to take
+a whole run of its frames in one loop. Anything else (``PING``, ``INFO``, ``-ERR``, a
+control line not written the way nats-server writes them) goes to nats-py's own parser
+from that point on, with the same state fields (``buf``, ``state``, ``needed``,
+``header_needed``, ``msg_arg``), so the two agree on where a frame starts.
+tests/test_natsparser.py feeds both parsers the same
 wire bytes cut at every place and compares what they deliver.
 
 Measured with bench/bench_archive.py (300 B messages, two runs each way, alternating):
